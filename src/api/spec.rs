@@ -1,0 +1,624 @@
+//! `ModelDeployment` (`drover.dev/v1alpha1`): what a platform team writes.
+//!
+//! Every section of the design is typed here, with its defaults, even where its behaviour lands
+//! in a later part of Drover. Cross-field rules are CEL `x-kubernetes-validations` so that
+//! `kubectl apply` refuses a bad spec before any controller sees it; every list or string a rule
+//! reads carries a `maxItems`/`maxLength` so the API server's CEL cost estimate accepts the CRD.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscalerBehavior, MetricSpec};
+use k8s_openapi::api::batch::v1::JobTemplateSpec;
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration, Volume, VolumeMount,
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::GoDuration;
+use super::status::ModelDeploymentStatus;
+
+/// Longest ModelDeployment name: every derived child name (`<name>-<revision>`,
+/// `<name>-canary`, `<name>-retrain-<n>`, …) must stay a valid 63-character DNS label.
+pub const MAX_NAME_LENGTH: usize = 45;
+
+/// The desired state of a served model.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "drover.dev",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    plural = "modeldeployments",
+    singular = "modeldeployment",
+    shortname = "md",
+    shortname = "mdeploy",
+    category = "drover",
+    namespaced,
+    status = "ModelDeploymentStatus",
+    derive = "PartialEq",
+    cel,
+    printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.model.image","priority":1}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.model.version"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canary.weight"}"#,
+    printcolumn = r#"{"name":"Drift","type":"string","jsonPath":".status.conditions[?(@.type==\"DriftDetected\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 45").message("metadata.name must be at most 45 characters so that every child name derived from it stays within 63"),
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas").message("spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas").field_path(".autoscaling.minReplicas"),
+    validation = Rule::new("self.remediation.onDrift != 'Retrain' || has(self.remediation.retraining)").message("spec.remediation.retraining is required when spec.remediation.onDrift is Retrain").field_path(".remediation"),
+)]
+pub struct ModelDeploymentSpec {
+    /// What is served. A change here (or in `pod`) makes a new revision.
+    pub model: ModelSpec,
+
+    /// Pod-level settings for every serving pod (scheduling, identity, volumes, metadata).
+    /// Part of the revision: a change here rolls out like a model change.
+    #[serde(default, skip_serializing_if = "PodOverrides::is_empty")]
+    pub pod: PodOverrides,
+
+    /// Replicas of the serving Deployment when `autoscaling` is not set.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Horizontal autoscaling of the serving Deployment; absent means a fixed `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// How a new revision goes in.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+
+    /// What the serving pods measure and how the operator collects it.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+
+    /// What Drover does when the served model drifts.
+    #[serde(default)]
+    pub remediation: RemediationSpec,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// The model container: any HTTP model server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.image == oldSelf.image || self.version != oldSelf.version").message("spec.model.version must change when spec.model.image changes").field_path(".version"),
+)]
+pub struct ModelSpec {
+    /// Version label of the model (e.g. `1.4.0`); shown in status and given as MODEL_VERSION.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$')").message("spec.model.version must be a valid label value (letters, digits, '.', '_', '-')"))]
+    pub version: String,
+
+    /// Container image of the model server.
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new("!self.contains(' ')").message("spec.model.image must not contain spaces"))]
+    pub image: String,
+
+    /// Where the model artifact lives (`s3://`, `gs://`, `models:/…`); given as MODEL_URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub uri: Option<String>,
+
+    /// Port the model server listens on inside the pod.
+    #[serde(default = "default_model_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Payload protocol the model speaks; the monitor parses features and predictions with it.
+    #[serde(default)]
+    pub protocol: Protocol,
+
+    /// Path that answers 200 when the model is loaded (readiness and liveness).
+    #[serde(default = "default_health_path")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("spec.model.healthPath must start with '/'"))]
+    pub health_path: String,
+
+    /// Entrypoint override for the model container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub command: Vec<String>,
+
+    /// Arguments for the model container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub args: Vec<String>,
+
+    /// Extra environment for the model container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    /// CPU, memory and accelerator requests and limits of the model container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_model_port() -> i32 {
+    8080
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+
+/// Payload protocol of the model server.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Named-feature JSON objects (`{"age": 31, ...}`), as a FastAPI app takes them.
+    #[default]
+    Json,
+    /// TensorFlow-Serving style `{"instances": [...]}`.
+    V1,
+    /// Open Inference Protocol v2 tensors.
+    V2,
+}
+
+/// Pod-level knobs for the serving pods: what GPU and enterprise clusters need.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Extra labels on the serving pods (the `drover.dev/` and `app.kubernetes.io/` keys are Drover's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the serving pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node labels the serving pods must run on (e.g. a GPU pool).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the serving pods (e.g. `nvidia.com/gpu`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the serving pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Service account of the serving pods (e.g. one with object-store access).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub service_account_name: Option<String>,
+    /// Pull secrets for private registries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Priority class of the serving pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
+    /// Runtime class (e.g. `nvidia`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub runtime_class_name: Option<String>,
+    /// Extra volumes of the serving pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    /// Mounts of those volumes into the model container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+impl PodOverrides {
+    /// True when nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Horizontal autoscaling: an `autoscaling/v2` HorizontalPodAutoscaler on the stable revision.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Lower bound of replicas.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Upper bound of replicas.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// CPU target of the model container (a `ContainerResource` metric, so the monitor sidecar
+    /// does not skew it). Used when `metrics` is empty; defaults to 80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    #[serde(rename = "targetCPUUtilizationPercentage")]
+    pub target_cpu_utilization_percentage: Option<i32>,
+    /// HPA v2 metrics, passed through as written; replaces the CPU target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSpec>,
+    /// HPA v2 scaling behaviour, passed through as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+/// How a new revision goes in.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("duration(self.interval) >= duration('10s')").message("spec.rollout.interval must be at least 10s").field_path(".interval"),
+    validation = Rule::new("duration(self.progressDeadline) >= duration(self.interval)").message("spec.rollout.progressDeadline must be at least spec.rollout.interval").field_path(".progressDeadline"),
+    validation = Rule::new("self.traffic.mode != 'GatewayAPI' || has(self.traffic.gatewayAPI)").message("spec.rollout.traffic.gatewayAPI is required when spec.rollout.traffic.mode is GatewayAPI").field_path(".traffic"),
+)]
+pub struct RolloutSpec {
+    /// `Canary` moves traffic in steps judged on evidence; `Immediate` switches at once.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Traffic percent of the canary per step, strictly increasing within 1..=99; promotion
+    /// follows the last step that passes.
+    #[serde(default = "default_steps")]
+    #[schemars(length(min = 1, max = 20))]
+    #[x_kube(
+        validation = Rule::new("self.all(s, s >= 1 && s <= 99)").message("spec.rollout.steps must be within 1..=99"),
+        validation = Rule::new("self.isSorted() && self.all(s, self.exists_one(t, t == s))").message("spec.rollout.steps must be strictly increasing"),
+    )]
+    pub steps: Vec<i32>,
+    /// How long each step runs before it is judged.
+    #[serde(default = "default_interval")]
+    pub interval: GoDuration,
+    /// Failed judgements before the canary is rolled back.
+    #[serde(default = "default_max_failed_checks")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_failed_checks: i32,
+    /// No progress for this long, in any phase, rolls back with a reason.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: GoDuration,
+    /// After promotion the previous revision stays warm this long; a breach rolls back.
+    #[serde(default = "default_bake_time")]
+    pub bake_time: GoDuration,
+    /// How traffic is split between stable and canary.
+    #[serde(default)]
+    pub traffic: TrafficSpec,
+    /// What a canary step is judged on.
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            strategy: RolloutStrategy::default(),
+            steps: default_steps(),
+            interval: default_interval(),
+            max_failed_checks: default_max_failed_checks(),
+            progress_deadline: default_progress_deadline(),
+            bake_time: default_bake_time(),
+            traffic: TrafficSpec::default(),
+            analysis: AnalysisSpec::default(),
+        }
+    }
+}
+
+fn default_steps() -> Vec<i32> {
+    vec![10, 25, 50]
+}
+fn default_interval() -> GoDuration {
+    GoDuration::new("1m")
+}
+fn default_max_failed_checks() -> i32 {
+    2
+}
+fn default_progress_deadline() -> GoDuration {
+    GoDuration::new("30m")
+}
+fn default_bake_time() -> GoDuration {
+    GoDuration::new("10m")
+}
+
+/// Rollout strategy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RolloutStrategy {
+    /// Steps of traffic, each judged on evidence.
+    #[default]
+    Canary,
+    /// All traffic to the new revision once it is available.
+    Immediate,
+}
+
+/// How traffic is split.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSpec {
+    /// `Replicas` (replica ratio, any cluster) or `GatewayAPI` (weighted HTTPRoute).
+    #[serde(default)]
+    pub mode: TrafficMode,
+    /// The HTTPRoute Drover creates and owns in `GatewayAPI` mode.
+    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiTraffic>,
+}
+
+/// Traffic mode.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TrafficMode {
+    /// The canary's share comes from replica counts behind one Service.
+    #[default]
+    Replicas,
+    /// Weighted backends on an HTTPRoute Drover owns.
+    #[serde(rename = "GatewayAPI")]
+    GatewayApi,
+}
+
+/// The HTTPRoute Drover creates in `GatewayAPI` mode.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiTraffic {
+    /// Gateways the route attaches to.
+    #[schemars(length(min = 1, max = 16))]
+    pub parent_refs: Vec<GatewayParentRef>,
+    /// Hostnames the route serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub hostnames: Vec<String>,
+}
+
+/// A Gateway the route attaches to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayParentRef {
+    /// Gateway name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Gateway namespace; the ModelDeployment's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
+    /// Listener name on the Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub section_name: Option<String>,
+}
+
+/// What a canary step is judged on.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// Requests a step needs before its judgement counts; fewer is inconclusive.
+    #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 1))]
+    pub min_requests: i64,
+    /// Highest acceptable error rate (5xx share) of the canary.
+    #[serde(default = "default_max_error_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate: f64,
+    /// Highest acceptable p99 latency of the canary.
+    #[serde(default = "default_max_latency_p99")]
+    pub max_latency_p99: GoDuration,
+    /// Highest acceptable prediction drift of the canary against stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_prediction_drift: Option<f64>,
+    /// Highest acceptable input drift of the canary against the reference profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_data_drift: Option<f64>,
+    /// Lowest acceptable mean confidence of the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_confidence: Option<f64>,
+    /// Significance level of the comparisons against stable (Bonferroni-corrected across signals).
+    #[serde(default = "default_alpha")]
+    #[schemars(range(min = 0.0001, max = 0.5))]
+    pub alpha: f64,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        Self {
+            min_requests: default_min_requests(),
+            max_error_rate: default_max_error_rate(),
+            max_latency_p99: default_max_latency_p99(),
+            max_prediction_drift: None,
+            max_data_drift: None,
+            min_confidence: None,
+            alpha: default_alpha(),
+        }
+    }
+}
+
+fn default_min_requests() -> i64 {
+    100
+}
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+fn default_max_latency_p99() -> GoDuration {
+    GoDuration::new("300ms")
+}
+fn default_alpha() -> f64 {
+    0.05
+}
+
+/// What the serving pods measure and how the operator collects it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("duration(self.scrapeInterval) >= duration('5s')").message("spec.monitoring.scrapeInterval must be at least 5s").field_path(".scrapeInterval"),
+    validation = Rule::new("duration(self.window) >= duration(self.scrapeInterval)").message("spec.monitoring.window must be at least spec.monitoring.scrapeInterval").field_path(".window"),
+)]
+pub struct MonitoringSpec {
+    /// How often the operator collects each pod's report.
+    #[serde(default = "default_scrape_interval")]
+    pub scrape_interval: GoDuration,
+    /// Rolling window the steady-state watch judges drift over.
+    #[serde(default = "default_window")]
+    pub window: GoDuration,
+    /// The reference profile built from the model's training data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceProfile>,
+    /// Input-drift detection.
+    #[serde(default)]
+    pub drift: DriftSpec,
+    /// Service-level objectives of the stable revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloSpec>,
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self {
+            scrape_interval: default_scrape_interval(),
+            window: default_window(),
+            reference: None,
+            drift: DriftSpec::default(),
+            slo: None,
+        }
+    }
+}
+
+fn default_scrape_interval() -> GoDuration {
+    GoDuration::new("30s")
+}
+fn default_window() -> GoDuration {
+    GoDuration::new("15m")
+}
+
+/// Where the reference profile lives.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceProfile {
+    /// A key of a ConfigMap in the ModelDeployment's namespace.
+    pub config_map_ref: ConfigMapKeyRef,
+}
+
+/// A key of a ConfigMap in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// ConfigMap name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the profile JSON.
+    #[serde(default = "default_profile_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_profile_key() -> String {
+    "profile.json".into()
+}
+
+/// Input-drift detection.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftSpec {
+    /// Drift measure per feature.
+    #[serde(default)]
+    pub method: DriftMethod,
+    /// Score above which a feature counts as drifted.
+    #[serde(default = "default_drift_threshold")]
+    #[schemars(range(min = 0.0))]
+    pub threshold: f64,
+    /// Samples a window needs before it is judged.
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 1))]
+    pub min_samples: i64,
+    /// Consecutive drifted windows before `DriftDetected` is set.
+    #[serde(default = "default_consecutive_windows")]
+    #[schemars(range(min = 1, max = 100))]
+    pub consecutive_windows: i32,
+}
+
+impl Default for DriftSpec {
+    fn default() -> Self {
+        Self {
+            method: DriftMethod::default(),
+            threshold: default_drift_threshold(),
+            min_samples: default_min_samples(),
+            consecutive_windows: default_consecutive_windows(),
+        }
+    }
+}
+
+fn default_drift_threshold() -> f64 {
+    0.2
+}
+fn default_min_samples() -> i64 {
+    500
+}
+fn default_consecutive_windows() -> i32 {
+    3
+}
+
+/// Drift measure.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum DriftMethod {
+    /// Population stability index.
+    #[default]
+    Psi,
+    /// Kolmogorov–Smirnov statistic.
+    Ks,
+    /// Jensen–Shannon distance.
+    JensenShannon,
+    /// Wasserstein distance, normalised by the reference's spread.
+    Wasserstein,
+}
+
+/// Service-level objectives of the stable revision.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SloSpec {
+    /// Highest acceptable p99 latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99: Option<GoDuration>,
+    /// Highest acceptable error rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub error_rate: Option<f64>,
+}
+
+/// What Drover does when the served model drifts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationSpec {
+    /// `Alert` records and announces drift; `Retrain` also starts the retraining Job.
+    #[serde(default)]
+    pub on_drift: DriftAction,
+    /// The retraining Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retraining: Option<RetrainingSpec>,
+}
+
+/// Action on drift.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DriftAction {
+    /// Condition, Event and metrics only.
+    #[default]
+    Alert,
+    /// Also start the retraining Job.
+    Retrain,
+}
+
+/// The retraining Job.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("duration(self.cooldown) >= duration('1m')").message("spec.remediation.retraining.cooldown must be at least 1m").field_path(".cooldown"),
+)]
+pub struct RetrainingSpec {
+    /// The Job to start (a `batch/v1` JobTemplateSpec).
+    pub job_template: JobTemplateSpec,
+    /// Least time between two retraining runs.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: GoDuration,
+    /// Finished retraining Jobs kept.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 0, max = 100))]
+    pub history_limit: i32,
+}
+
+fn default_cooldown() -> GoDuration {
+    GoDuration::new("6h")
+}
+fn default_history_limit() -> i32 {
+    3
+}

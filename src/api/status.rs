@@ -1,0 +1,123 @@
+//! `ModelDeployment.status`: decisions and transitions, never live values (those are gauges).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What Drover last decided about a ModelDeployment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Summary of where the ModelDeployment is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// One line a person reads first: why the phase is what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Conditions, keyed by `type`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The revision that serves traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<RevisionStatus>,
+    /// The revision being rolled out, while a rollout is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<RevisionStatus>,
+}
+
+/// Summary phase.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// A revision is being rolled out.
+    Progressing,
+    /// The stable revision is available and nothing is in flight.
+    Healthy,
+    /// The stable revision serves, but something needs attention (see conditions).
+    Degraded,
+    /// The newest revision was rolled back; stable keeps serving.
+    RolledBack,
+    /// Drover cannot act on the spec until it changes.
+    Failed,
+}
+
+impl Phase {
+    /// Every phase, for metrics that report a gauge per phase.
+    pub const ALL: [Phase; 5] = [
+        Phase::Progressing,
+        Phase::Healthy,
+        Phase::Degraded,
+        Phase::RolledBack,
+        Phase::Failed,
+    ];
+
+    /// The name as it appears in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Progressing => "Progressing",
+            Phase::Healthy => "Healthy",
+            Phase::Degraded => "Degraded",
+            Phase::RolledBack => "RolledBack",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// A revision of the model: one Deployment `<name>-<hash>`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    /// The revision hash (also the `drover.dev/revision` label).
+    pub hash: String,
+    /// `spec.model.version` of the revision.
+    pub version: String,
+    /// `spec.model.image` of the revision.
+    pub image: String,
+    /// Replicas the revision's Deployment asks for.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Replicas that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Traffic percent requested for the revision (canary only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+}
+
+/// A condition in the shape of Kubernetes API conventions (`metav1.Condition`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Type, e.g. `Ready`.
+    #[schemars(length(min = 1, max = 316))]
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// A CamelCase reason a user can grep.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// What a person should know.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: Time,
+    /// The `metadata.generation` the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Status of a condition.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Drover cannot tell.
+    Unknown,
+}

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", drover::crd::to_yaml().unwrap());
+}
