@@ -85,6 +85,9 @@ pub struct RevisionStatus {
     /// Traffic percent requested for the revision (canary only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+    /// When this revision started rolling out (the progress deadline counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
 
 /// A condition in the shape of Kubernetes API conventions (`metav1.Condition`).

@@ -1,0 +1,96 @@
+//! Names, labels and field managers every part of Drover agrees on.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+
+use crate::api::ModelDeployment;
+
+/// Field manager of every server-side apply Drover makes (children and status).
+pub const FIELD_MANAGER: &str = "drover";
+/// Field manager that hands `spec.replicas` of a Deployment to the HorizontalPodAutoscaler:
+/// Drover's main apply never contains `spec.replicas` under autoscaling, so the starting count is
+/// written by this second manager, which the HPA then takes the field over from.
+pub const SCALE_FIELD_MANAGER: &str = "drover-scale";
+
+/// `app.kubernetes.io/name`.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// `app.kubernetes.io/instance`.
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// `app.kubernetes.io/managed-by`.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// `app.kubernetes.io/version`.
+pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
+/// The ModelDeployment a child belongs to.
+pub const LABEL_MODEL: &str = "drover.dev/model";
+/// The revision a Deployment or pod serves.
+pub const LABEL_REVISION: &str = "drover.dev/revision";
+/// Value of `app.kubernetes.io/managed-by` on everything Drover makes.
+pub const MANAGED_BY: &str = "drover";
+/// Label selector that finds everything Drover manages (used by every watch).
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drover";
+
+/// Hash of the object Drover last applied, so an unchanged child is never written again.
+pub const ANNOTATION_SPEC_HASH: &str = "drover.dev/spec-hash";
+
+/// Name of the Deployment that serves one revision.
+pub fn revision_deployment(model: &str, revision: &str) -> String {
+    format!("{model}-{revision}")
+}
+
+/// Name of the Service in front of the model (the one clients call).
+pub fn service(model: &str) -> String {
+    model.to_string()
+}
+
+/// Name of the HorizontalPodAutoscaler.
+pub fn autoscaler(model: &str) -> String {
+    model.to_string()
+}
+
+/// Every name derived from a ModelDeployment name, longest suffix first; used to prove that
+/// `MAX_NAME_LENGTH` keeps each one a valid DNS label.
+pub fn derived_names(model: &str) -> Vec<String> {
+    vec![
+        revision_deployment(model, "0123456789"),
+        format!("{model}-stable"),
+        format!("{model}-canary"),
+        format!("{model}-monitor-token"),
+        format!("{model}-retrain-{}", "29123456"),
+        service(model),
+        autoscaler(model),
+    ]
+}
+
+/// Labels shared by every child of a ModelDeployment.
+pub fn common_labels(md: &ModelDeployment) -> BTreeMap<String, String> {
+    let name = md.name_any();
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), name.clone()),
+        (LABEL_INSTANCE.to_string(), name.clone()),
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_MODEL.to_string(), name),
+    ])
+}
+
+/// The selector that picks the pods of one revision (immutable for its Deployment).
+pub fn revision_selector(model: &str, revision: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MODEL.to_string(), model.to_string()),
+        (LABEL_REVISION.to_string(), revision.to_string()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MAX_NAME_LENGTH;
+
+    #[test]
+    fn every_derived_name_of_the_longest_allowed_name_is_a_dns_label() {
+        let longest = "m".repeat(MAX_NAME_LENGTH);
+        for name in derived_names(&longest) {
+            assert!(name.len() <= 63, "{name} is {} characters", name.len());
+        }
+    }
+}

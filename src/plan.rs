@@ -1,0 +1,577 @@
+//! The planner: from a ModelDeployment, what exists, and the time, decide what to apply, scale
+//! and delete, and what the status says. Pure: no client, no clock.
+//!
+//! Until canary analysis lands, every strategy rolls out immediately: the new revision's
+//! Deployment is created next to the stable one (at the stable's replica count), and once every
+//! replica is ready, the Service and the HPA move to it and the previous revision is removed.
+//! A condition says so when the spec asked for a canary.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::api::{
+    ConditionStatus, ModelDeployment, ModelDeploymentStatus, Phase, RevisionStatus, RolloutStrategy,
+};
+use crate::build::{self, Child, ChildKind, ChildRef};
+use crate::conditions::{self, DEGRADED, IMMEDIATE_FALLBACK, PROGRESSING, READY, RECONCILING, STALLED};
+use crate::naming;
+use crate::revision::revision_of;
+use crate::validate::{self, Validated};
+
+/// What the controller saw of a ModelDeployment's children (only those it owns as controller).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The revision Deployments.
+    pub revisions: Vec<ObservedRevision>,
+    /// Service `<name>`.
+    pub service: Option<ObservedService>,
+    /// The HorizontalPodAutoscaler.
+    pub autoscaler: Option<ObservedAutoscaler>,
+    /// Whether the referenced profile exists.
+    pub reference: ReferenceState,
+}
+
+/// One revision Deployment as observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedRevision {
+    /// Deployment name.
+    pub name: String,
+    /// Revision hash (`drover.dev/revision`).
+    pub hash: String,
+    /// Model version (`app.kubernetes.io/version`).
+    pub version: String,
+    /// `drover.dev/spec-hash` of what Drover last applied.
+    pub spec_hash: Option<String>,
+    /// `spec.replicas`.
+    pub replicas: Option<i32>,
+    /// `status.readyReplicas`.
+    pub ready_replicas: i32,
+    /// The Deployment controller has seen the latest spec, every replica is updated and
+    /// available: the revision can take all the traffic.
+    pub complete: bool,
+    /// `Available` is true: at least the minimum of replicas serve.
+    pub available: bool,
+}
+
+/// Service `<name>` as observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedService {
+    /// `drover.dev/spec-hash`.
+    pub spec_hash: Option<String>,
+    /// The revision its selector picks.
+    pub serving_revision: Option<String>,
+}
+
+/// The HPA as observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedAutoscaler {
+    /// `drover.dev/spec-hash`.
+    pub spec_hash: Option<String>,
+    /// Name of the Deployment it scales.
+    pub target: String,
+}
+
+/// Whether the reference profile named in `spec.monitoring.reference` can be used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ReferenceState {
+    /// The spec names no profile.
+    #[default]
+    NotReferenced,
+    /// The ConfigMap and key exist.
+    Found,
+    /// The ConfigMap does not exist.
+    MissingConfigMap,
+    /// The ConfigMap exists without the key.
+    MissingKey,
+}
+
+/// One step of a plan, executed in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Server-side apply of a whole child (field manager `drover`, force).
+    Apply(Child),
+    /// Set `spec.replicas` of a Deployment under the scale field manager (HPA handover).
+    Scale {
+        /// Deployment name.
+        deployment: String,
+        /// Replicas to set.
+        replicas: i32,
+    },
+    /// Delete a child (background propagation).
+    Delete(ChildRef),
+}
+
+/// A transition worth an Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// Stable CamelCase reason.
+    pub reason: &'static str,
+    /// What happened, for a person.
+    pub note: String,
+}
+
+/// The planner's decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Writes to children, in order.
+    pub actions: Vec<Action>,
+    /// The whole status to apply (written only when it differs from the current one).
+    pub status: ModelDeploymentStatus,
+    /// Transitions to announce.
+    pub notices: Vec<Notice>,
+    /// When to look again even if nothing changes (a deadline, a missing reference).
+    pub requeue_after: Option<Duration>,
+}
+
+/// How long to wait before looking again for a missing reference profile.
+pub const MISSING_REFERENCE_RETRY: Duration = Duration::from_secs(120);
+
+/// Stable reasons used in conditions and Events.
+pub mod reason {
+    /// The spec has a value only the controller can refuse.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The referenced profile ConfigMap or key does not exist.
+    pub const REFERENCE_NOT_FOUND: &str = "ReferenceProfileNotFound";
+    /// The new revision did not become ready within `progressDeadline`.
+    pub const PROGRESS_DEADLINE: &str = "ProgressDeadlineExceeded";
+    /// A new revision's pods are starting.
+    pub const ROLLOUT_STARTED: &str = "RolloutStarted";
+    /// Waiting for the new revision's replicas to become ready.
+    pub const WAITING_FOR_REVISION: &str = "WaitingForRevision";
+    /// The new revision took all traffic.
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    /// The stable revision serves.
+    pub const AVAILABLE: &str = "Available";
+    /// The stable revision has no available replicas.
+    pub const STABLE_UNAVAILABLE: &str = "StableUnavailable";
+    /// Nothing to do.
+    pub const UP_TO_DATE: &str = "UpToDate";
+    /// Canary requested, immediate rollout used.
+    pub const CANARY_NOT_IMPLEMENTED: &str = "CanaryNotImplemented";
+}
+
+/// Decides the next step for `md`.
+pub fn plan(md: &ModelDeployment, observed: &Observed, now: Timestamp) -> Plan {
+    let old = md.status.clone().unwrap_or_default();
+    let mut planner = Planner {
+        md,
+        observed,
+        now,
+        generation: md.metadata.generation,
+        status: ModelDeploymentStatus {
+            observed_generation: md.metadata.generation,
+            conditions: old.conditions.clone(),
+            ..ModelDeploymentStatus::default()
+        },
+        actions: Vec::new(),
+        requeue_after: None,
+    };
+    match validate::validate(&md.spec) {
+        Ok(valid) => planner.roll_out(&old, &valid),
+        Err(problems) => planner.refuse(&old, &problems.join("; ")),
+    }
+    let notices = notices(&old, &planner.status);
+    Plan {
+        actions: planner.actions,
+        status: planner.status,
+        notices,
+        requeue_after: planner.requeue_after,
+    }
+}
+
+struct Planner<'a> {
+    md: &'a ModelDeployment,
+    observed: &'a Observed,
+    now: Timestamp,
+    generation: Option<i64>,
+    status: ModelDeploymentStatus,
+    actions: Vec<Action>,
+    requeue_after: Option<Duration>,
+}
+
+impl Planner<'_> {
+    fn condition(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) {
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        );
+    }
+
+    fn observed_revision(&self, hash: &str) -> Option<&ObservedRevision> {
+        self.observed.revisions.iter().find(|r| r.hash == hash)
+    }
+
+    /// The revision serving traffic: the one status names, else the one the Service selects
+    /// (status can be lost; the objects still tell).
+    fn stable_revision(&self, old: &ModelDeploymentStatus) -> Option<String> {
+        let from_status = old.stable.as_ref().map(|s| s.hash.clone());
+        let from_service = self.observed.service.as_ref().and_then(|s| s.serving_revision.clone());
+        [from_status, from_service]
+            .into_iter()
+            .flatten()
+            .find(|hash| self.observed_revision(hash).is_some())
+    }
+
+    /// The spec cannot be acted on: keep what serves, change nothing, wait for a new spec.
+    fn refuse(&mut self, old: &ModelDeploymentStatus, problem: &str) {
+        let stable = self.stable_revision(old);
+        self.status.stable = stable.as_deref().map(|h| self.revision_status(h, old));
+        self.status.phase = Some(if stable.is_some() { Phase::Degraded } else { Phase::Failed });
+        self.status.message = Some(format!("spec refused: {problem}"));
+        self.condition(STALLED, ConditionStatus::True, reason::INVALID_SPEC, problem);
+        self.condition(DEGRADED, ConditionStatus::True, reason::INVALID_SPEC, problem);
+        self.condition(RECONCILING, ConditionStatus::False, reason::INVALID_SPEC, "waiting for a spec change");
+        self.condition(PROGRESSING, ConditionStatus::False, reason::INVALID_SPEC, "waiting for a spec change");
+        self.ready_condition();
+    }
+
+    fn roll_out(&mut self, old: &ModelDeploymentStatus, valid: &Validated) {
+        let md = self.md;
+        let target = revision_of(&md.spec);
+        let stable = self.stable_revision(old);
+        let reference_problem = match self.observed.reference {
+            ReferenceState::NotReferenced | ReferenceState::Found => None,
+            ReferenceState::MissingConfigMap | ReferenceState::MissingKey => {
+                let r = md.spec.monitoring.reference.as_ref();
+                let (name, key) = r
+                    .map(|r| (r.config_map_ref.name.as_str(), r.config_map_ref.key.as_str()))
+                    .unwrap_or_default();
+                Some(if self.observed.reference == ReferenceState::MissingConfigMap {
+                    format!("ConfigMap {name:?} named in spec.monitoring.reference does not exist")
+                } else {
+                    format!("ConfigMap {name:?} has no key {key:?} (spec.monitoring.reference)")
+                })
+            }
+        };
+
+        if md.spec.rollout.strategy == RolloutStrategy::Canary {
+            self.condition(
+                IMMEDIATE_FALLBACK,
+                ConditionStatus::True,
+                reason::CANARY_NOT_IMPLEMENTED,
+                "spec.rollout.strategy is Canary, but this version of Drover rolls every revision out immediately",
+            );
+        } else {
+            conditions::remove(&mut self.status.conditions, IMMEDIATE_FALLBACK);
+        }
+
+        // Which revision is brought up, and which one serves meanwhile.
+        let (serving, rolling_out) = match (&stable, &reference_problem) {
+            (Some(s), _) if *s == target => (Some(target.clone()), None),
+            (Some(s), Some(_)) => (Some(s.clone()), None),
+            (Some(s), None) => {
+                let done = self.observed_revision(&target).is_some_and(|r| r.complete);
+                if done { (Some(target.clone()), None) } else { (Some(s.clone()), Some(target.clone())) }
+            }
+            (None, Some(_)) => (None, None),
+            (None, None) => {
+                let done = self.observed_revision(&target).is_some_and(|r| r.complete);
+                if done { (Some(target.clone()), None) } else { (None, Some(target.clone())) }
+            }
+        };
+        let hpa_target = serving.clone().or_else(|| rolling_out.clone());
+
+        // Deployments: the serving one (rebuilt only if it is the current spec), the one
+        // rolling out; everything else goes.
+        let serving_replicas = serving
+            .as_deref()
+            .and_then(|h| self.observed_revision(h))
+            .and_then(|r| r.replicas);
+        for hash in [serving.as_deref(), rolling_out.as_deref()].into_iter().flatten() {
+            if hash != target {
+                continue;
+            }
+            self.deployment_actions(hash, hpa_target.as_deref() == Some(hash), serving_replicas);
+        }
+
+        // Service and HPA point at what serves (or, for a first revision, what comes up).
+        if let Some(hash) = serving.as_deref().or(rolling_out.as_deref()) {
+            self.apply_if_changed(Child::Service(Box::new(build::service::build(md, hash))));
+        }
+        match (&md.spec.autoscaling, hpa_target.as_deref()) {
+            (Some(autoscaling), Some(hash)) => {
+                let name = naming::revision_deployment(&md.name_any(), hash);
+                let hpa = build::autoscaler::build(md, autoscaling, &name);
+                self.apply_if_changed(Child::Autoscaler(Box::new(hpa)));
+            }
+            _ => {
+                if self.observed.autoscaler.is_some() {
+                    self.actions.push(Action::Delete(ChildRef {
+                        kind: ChildKind::Autoscaler,
+                        name: naming::autoscaler(&md.name_any()),
+                    }));
+                }
+            }
+        }
+        for revision in &self.observed.revisions {
+            let keep = [serving.as_deref(), rolling_out.as_deref()].contains(&Some(revision.hash.as_str()));
+            if !keep {
+                self.actions.push(Action::Delete(ChildRef {
+                    kind: ChildKind::Deployment,
+                    name: revision.name.clone(),
+                }));
+            }
+        }
+
+        // Status.
+        self.status.stable = serving.as_deref().map(|h| self.revision_status(h, old));
+        self.status.canary = rolling_out.as_deref().map(|h| {
+            let mut r = self.revision_status(h, old);
+            r.since = old
+                .canary
+                .as_ref()
+                .filter(|c| c.hash == h)
+                .and_then(|c| c.since.clone())
+                .or(Some(Time(self.now)));
+            r
+        });
+
+        let mut stalled: Option<(&'static str, String)> = None;
+        if let Some(problem) = reference_problem {
+            stalled = Some((reason::REFERENCE_NOT_FOUND, problem));
+            self.requeue_after = Some(MISSING_REFERENCE_RETRY);
+        } else if let Some(canary) = &self.status.canary {
+            let started = canary.since.as_ref().map(|t| t.0).unwrap_or(self.now);
+            let elapsed = self.now.duration_since(started).unsigned_abs();
+            if elapsed >= valid.progress_deadline {
+                stalled = Some((
+                    reason::PROGRESS_DEADLINE,
+                    format!(
+                        "revision {} (version {}) is not ready after {} (spec.rollout.progressDeadline {})",
+                        canary.hash,
+                        canary.version,
+                        humanize(elapsed),
+                        md.spec.rollout.progress_deadline
+                    ),
+                ));
+            } else {
+                self.requeue_after = Some(valid.progress_deadline - elapsed);
+            }
+        }
+
+        match &self.status.canary {
+            Some(canary) => {
+                let message = format!(
+                    "rolling out revision {} (version {}): {}/{} replicas ready",
+                    canary.hash, canary.version, canary.ready_replicas, canary.replicas
+                );
+                self.condition(PROGRESSING, ConditionStatus::True, reason::WAITING_FOR_REVISION, message.clone());
+                self.condition(RECONCILING, ConditionStatus::True, reason::WAITING_FOR_REVISION, message.clone());
+                self.status.phase = Some(Phase::Progressing);
+                self.status.message = Some(message);
+            }
+            None => {
+                let message = match &self.status.stable {
+                    Some(s) => format!("revision {} (version {}) serves all traffic", s.hash, s.version),
+                    None => "nothing serves yet".to_string(),
+                };
+                self.condition(PROGRESSING, ConditionStatus::False, reason::ROLLOUT_COMPLETE, message.clone());
+                self.condition(RECONCILING, ConditionStatus::False, reason::UP_TO_DATE, message.clone());
+                self.status.phase = Some(Phase::Healthy);
+                self.status.message = Some(message);
+            }
+        }
+        let stable_available = self
+            .status
+            .stable
+            .as_ref()
+            .and_then(|s| self.observed_revision(&s.hash))
+            .is_some_and(|r| r.available);
+        match stalled {
+            Some((why, message)) => {
+                self.condition(STALLED, ConditionStatus::True, why, message.clone());
+                self.condition(DEGRADED, ConditionStatus::True, why, message.clone());
+                self.status.phase = Some(if self.status.stable.is_some() { Phase::Degraded } else { Phase::Failed });
+                self.status.message = Some(message);
+            }
+            None => {
+                self.condition(STALLED, ConditionStatus::False, reason::UP_TO_DATE, "");
+                if self.status.stable.is_some() && !stable_available {
+                    let message = "the serving revision has no available replicas".to_string();
+                    self.condition(DEGRADED, ConditionStatus::True, reason::STABLE_UNAVAILABLE, message.clone());
+                    if self.status.canary.is_none() {
+                        self.status.phase = Some(Phase::Degraded);
+                        self.status.message = Some(message);
+                    }
+                } else {
+                    self.condition(DEGRADED, ConditionStatus::False, reason::AVAILABLE, "");
+                }
+            }
+        }
+        if self.status.stable.is_none() && self.status.canary.is_none() && self.status.phase == Some(Phase::Healthy) {
+            self.status.phase = Some(Phase::Progressing);
+        }
+        self.ready_condition();
+    }
+
+    fn ready_condition(&mut self) {
+        let stable = self.status.stable.clone();
+        match stable {
+            Some(s) if self.observed_revision(&s.hash).is_some_and(|r| r.available) => {
+                let message = format!("revision {} (version {}) serves", s.hash, s.version);
+                self.condition(READY, ConditionStatus::True, reason::AVAILABLE, message);
+            }
+            Some(s) => {
+                let message = format!("revision {} (version {}) has no available replicas", s.hash, s.version);
+                self.condition(READY, ConditionStatus::False, reason::STABLE_UNAVAILABLE, message);
+            }
+            None => {
+                self.condition(READY, ConditionStatus::False, reason::WAITING_FOR_REVISION, "no revision serves yet");
+            }
+        }
+    }
+
+    /// Apply (and, under autoscaling, hand over replicas of) the Deployment of the current spec.
+    fn deployment_actions(&mut self, hash: &str, is_hpa_target: bool, serving_replicas: Option<i32>) {
+        let md = self.md;
+        let observed = self.observed_revision(hash).cloned();
+        let Some(autoscaling) = &md.spec.autoscaling else {
+            let deployment = build::deployment::build(md, hash, Some(md.spec.replicas));
+            self.apply_if_changed(Child::Deployment(Box::new(deployment)));
+            return;
+        };
+        // The HPA owns replicas: never in Drover's apply. Before the HPA scales this
+        // Deployment, its starting count is set under the scale field manager: the serving
+        // revision's current count (no capacity dip), within the HPA's bounds.
+        let clamp = |n: i32| n.clamp(autoscaling.min_replicas, autoscaling.max_replicas.max(autoscaling.min_replicas));
+        let hpa_exists = self.observed.autoscaler.is_some();
+        let wanted = if is_hpa_target && hpa_exists {
+            None
+        } else {
+            let base = serving_replicas
+                .or(observed.as_ref().and_then(|o| o.replicas))
+                .unwrap_or(autoscaling.min_replicas);
+            Some(clamp(base))
+        };
+        // When the HPA is about to be created for a Deployment Drover scaled itself, the scale
+        // manager must co-own the count before the main apply drops it, even at the same value.
+        let handover = !hpa_exists && observed.is_some();
+        let scale = wanted.filter(|n| handover || observed.as_ref().and_then(|o| o.replicas) != Some(*n));
+        let deployment = build::deployment::build(md, hash, None);
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        let scale_action = scale.map(|replicas| Action::Scale { deployment: name, replicas });
+        match (observed.is_some(), scale_action) {
+            (true, Some(scale)) => {
+                self.actions.push(scale);
+                self.apply_if_changed(Child::Deployment(Box::new(deployment)));
+            }
+            (false, Some(scale)) => {
+                self.apply_if_changed(Child::Deployment(Box::new(deployment)));
+                self.actions.push(scale);
+            }
+            (_, None) => self.apply_if_changed(Child::Deployment(Box::new(deployment))),
+        }
+    }
+
+    fn apply_if_changed(&mut self, child: Child) {
+        let reference = child.reference();
+        let observed_hash = match reference.kind {
+            ChildKind::Deployment => self
+                .observed
+                .revisions
+                .iter()
+                .find(|r| r.name == reference.name)
+                .and_then(|r| r.spec_hash.clone()),
+            ChildKind::Service => self.observed.service.as_ref().and_then(|s| s.spec_hash.clone()),
+            ChildKind::Autoscaler => self.observed.autoscaler.as_ref().and_then(|h| h.spec_hash.clone()),
+        };
+        if observed_hash.as_deref() != child.spec_hash() || observed_hash.is_none() {
+            self.actions.push(Action::Apply(child));
+        }
+    }
+
+    fn revision_status(&self, hash: &str, old: &ModelDeploymentStatus) -> RevisionStatus {
+        let spec = &self.md.spec;
+        let observed = self.observed_revision(hash);
+        let known = [old.stable.as_ref(), old.canary.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|r| r.hash == hash);
+        let (version, image) = if hash == revision_of(spec) {
+            (spec.model.version.clone(), spec.model.image.clone())
+        } else {
+            (
+                known
+                    .map(|k| k.version.clone())
+                    .or(observed.map(|o| o.version.clone()))
+                    .unwrap_or_default(),
+                known.map(|k| k.image.clone()).unwrap_or_default(),
+            )
+        };
+        RevisionStatus {
+            hash: hash.to_string(),
+            version,
+            image,
+            replicas: observed.and_then(|o| o.replicas).unwrap_or(0),
+            ready_replicas: observed.map(|o| o.ready_replicas).unwrap_or(0),
+            weight: None,
+            since: None,
+        }
+    }
+}
+
+/// Events worth publishing: transitions between the old and the new status only, so an
+/// unchanged object never produces one.
+fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Notice> {
+    let mut out = Vec::new();
+    if let Some(canary) = &new.canary
+        && old.canary.as_ref().map(|c| &c.hash) != Some(&canary.hash)
+    {
+        out.push(Notice {
+            warning: false,
+            reason: reason::ROLLOUT_STARTED,
+            note: format!("rolling out revision {} (version {})", canary.hash, canary.version),
+        });
+    }
+    if let Some(stable) = &new.stable
+        && old.stable.as_ref().map(|s| &s.hash) != Some(&stable.hash)
+    {
+        out.push(Notice {
+            warning: false,
+            reason: reason::ROLLOUT_COMPLETE,
+            note: format!("revision {} (version {}) serves all traffic", stable.hash, stable.version),
+        });
+    }
+    let stalled = |s: &ModelDeploymentStatus| {
+        conditions::get(&s.conditions, STALLED)
+            .filter(|c| c.status == ConditionStatus::True)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if let Some((why, message)) = stalled(new)
+        && stalled(old).as_ref() != Some(&(why.clone(), message.clone()))
+    {
+        let reason = [reason::INVALID_SPEC, reason::REFERENCE_NOT_FOUND, reason::PROGRESS_DEADLINE]
+            .into_iter()
+            .find(|r| *r == why)
+            .unwrap_or(reason::INVALID_SPEC);
+        out.push(Notice { warning: true, reason, note: message });
+    }
+    let ready = |s: &ModelDeploymentStatus| conditions::is_true(&s.conditions, READY);
+    if ready(old) && !ready(new) {
+        out.push(Notice {
+            warning: true,
+            reason: reason::STABLE_UNAVAILABLE,
+            note: conditions::get(&new.conditions, READY).map(|c| c.message.clone()).unwrap_or_default(),
+        });
+    }
+    out
+}
+
+fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, (secs % 3600) / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}

@@ -1,0 +1,143 @@
+//! The revision of a ModelDeployment: a stable hash of what is served.
+//!
+//! The hash covers only the canonical, user-given fields of `spec.model` and `spec.pod`, plus a
+//! scheme version; never builder output or server-side defaults. Fields equal to their default
+//! and empty lists or maps are left out of the canonical form, so a field added to the API later
+//! (with a default) leaves every existing hash alone, and a value the API server defaulted hashes
+//! the same as one the user wrote. Upgrading Drover therefore never re-rolls every model. Golden
+//! hashes are pinned in the tests: a change to them is a breaking change and needs a new scheme.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::api::ModelDeploymentSpec;
+
+/// Version of the canonical form; bump only together with a migration story.
+pub const HASH_SCHEME: &str = "drover.dev/revision/v1";
+
+/// Length of the hash in hex characters (like a ReplicaSet's pod-template-hash).
+pub const HASH_LENGTH: usize = 10;
+
+/// `spec.model` fields and the defaults a canonical form leaves out.
+const MODEL_DEFAULTS: &[(&str, fn() -> Value)] = &[
+    ("port", || Value::from(8080)),
+    ("protocol", || Value::from("json")),
+    ("healthPath", || Value::from("/health")),
+];
+
+/// The revision hash of a spec.
+pub fn revision_of(spec: &ModelDeploymentSpec) -> String {
+    let canonical = canonical_form(spec);
+    let mut hasher = Sha256::new();
+    hasher.update(HASH_SCHEME.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical.to_string().as_bytes());
+    let digest = hasher.finalize();
+    let mut out = String::with_capacity(HASH_LENGTH);
+    for byte in digest.iter() {
+        out.push_str(&format!("{byte:02x}"));
+        if out.len() >= HASH_LENGTH {
+            break;
+        }
+    }
+    out.truncate(HASH_LENGTH);
+    out
+}
+
+/// The canonical JSON the hash is taken over (keys sorted, defaults and empties dropped).
+pub fn canonical_form(spec: &ModelDeploymentSpec) -> Value {
+    let mut model = serde_json::to_value(&spec.model).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut model {
+        for (key, default) in MODEL_DEFAULTS {
+            if fields.get(*key) == Some(&default()) {
+                fields.remove(*key);
+            }
+        }
+    }
+    let pod = serde_json::to_value(&spec.pod).unwrap_or(Value::Null);
+    let mut root = Map::new();
+    root.insert("model".into(), prune(model));
+    let pod = prune(pod);
+    if !is_empty(&pod) {
+        root.insert("pod".into(), pod);
+    }
+    Value::Object(root)
+}
+
+fn prune(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, prune(v)))
+                .filter(|(_, v)| !is_empty(v))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(prune).collect()),
+        other => other,
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ModelDeployment;
+
+    fn spec(yaml: &str) -> ModelDeploymentSpec {
+        let md: ModelDeployment = serde_saphyr::from_str(yaml).unwrap();
+        md.spec
+    }
+
+    const MINIMAL: &str = r#"
+apiVersion: drover.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: fraud}
+spec:
+  model: {version: "1.4.0", image: "registry.example.com/fraud:1.4.0"}
+"#;
+
+    #[test]
+    fn golden_hashes_are_pinned() {
+        // Changing these re-rolls every model in every cluster on upgrade: do not, without a
+        // new HASH_SCHEME and a migration. Recomputed independently with Python:
+        // sha256("drover.dev/revision/v1\n" + json.dumps(canonical, separators=(",", ":"), sort_keys=True))[:10]
+        assert_eq!(revision_of(&spec(MINIMAL)), "a300d68b86");
+        let with_pod = MINIMAL.to_string() + "  pod: {nodeSelector: {gpu: a100}}\n";
+        assert_eq!(revision_of(&spec(&with_pod)), "0cab58325c");
+    }
+
+    #[test]
+    fn server_defaults_do_not_change_the_hash() {
+        let defaulted = MINIMAL.replace(
+            r#"image: "registry.example.com/fraud:1.4.0"}"#,
+            r#"image: "registry.example.com/fraud:1.4.0", port: 8080, protocol: json, healthPath: /health, env: [], command: []}"#,
+        );
+        assert_eq!(revision_of(&spec(MINIMAL)), revision_of(&spec(&defaulted)));
+    }
+
+    #[test]
+    fn fields_outside_what_is_served_do_not_change_the_hash() {
+        let scaled = MINIMAL.to_string() + "  replicas: 7\n  rollout: {steps: [5, 50]}\n";
+        assert_eq!(revision_of(&spec(MINIMAL)), revision_of(&spec(&scaled)));
+    }
+
+    #[test]
+    fn what_is_served_changes_the_hash() {
+        let base = revision_of(&spec(MINIMAL));
+        for changed in [
+            MINIMAL.replace("1.4.0\"}", "1.4.0\", port: 9000}"),
+            MINIMAL.replace("version: \"1.4.0\"", "version: \"1.4.1\""),
+            MINIMAL.to_string() + "  pod: {serviceAccountName: reader}\n",
+        ] {
+            assert_ne!(base, revision_of(&spec(&changed)), "{changed}");
+        }
+    }
+}
