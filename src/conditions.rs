@@ -78,13 +78,37 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut c = Vec::new();
-        set(&mut c, READY, ConditionStatus::False, "Waiting", "a", Some(1), at(10));
-        set(&mut c, READY, ConditionStatus::False, "StillWaiting", "b", Some(2), at(20));
+        set(
+            &mut c,
+            READY,
+            ConditionStatus::False,
+            "Waiting",
+            "a",
+            Some(1),
+            at(10),
+        );
+        set(
+            &mut c,
+            READY,
+            ConditionStatus::False,
+            "StillWaiting",
+            "b",
+            Some(2),
+            at(20),
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time, Time(at(10)));
         assert_eq!(c[0].reason, "StillWaiting");
         assert_eq!(c[0].observed_generation, Some(2));
-        set(&mut c, READY, ConditionStatus::True, "Available", "c", Some(2), at(30));
+        set(
+            &mut c,
+            READY,
+            ConditionStatus::True,
+            "Available",
+            "c",
+            Some(2),
+            at(30),
+        );
         assert_eq!(c[0].last_transition_time, Time(at(30)));
         assert!(is_true(&c, READY));
         remove(&mut c, READY);

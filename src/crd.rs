@@ -56,7 +56,7 @@ pub fn model_deployment() -> CustomResourceDefinition {
 }
 
 /// All CRDs as one multi-document YAML stream, as checked in under `crds/`.
-pub fn to_yaml() -> Result<String, serde_saphyr::ser::Error> {
+pub fn to_yaml() -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
     for crd in all() {
         out.push_str("---\n");
@@ -107,7 +107,11 @@ mod tests {
     fn fits_in_the_last_applied_annotation() {
         for crd in all() {
             let bytes = serde_json::to_vec(&crd).unwrap().len();
-            assert!(bytes < MAX_CRD_BYTES, "{} is {bytes} bytes", crd.metadata.name.unwrap_or_default());
+            assert!(
+                bytes < MAX_CRD_BYTES,
+                "{} is {bytes} bytes",
+                crd.metadata.name.unwrap_or_default()
+            );
         }
     }
 
@@ -116,6 +120,9 @@ mod tests {
         let json = serde_json::to_string(&model_deployment()).unwrap();
         assert!(json.contains("Traffic percent of the canary per step"));
         // A description deep inside the embedded PodSpec of the retraining JobTemplateSpec.
-        assert!(!json.contains("terminationGracePeriodSeconds is"), "embedded docs left in");
+        assert!(
+            !json.contains("terminationGracePeriodSeconds is"),
+            "embedded docs left in"
+        );
     }
 }

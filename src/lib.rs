@@ -3,13 +3,20 @@
 //!
 //! The core is pure: [`plan`] decides from a ModelDeployment, what exists and the time; the
 //! [`build`] functions make each child object; [`controller`] only observes, applies and
-//! reports.
+//! reports; [`operator`] wires watches, leader election and the admin server.
 
+pub mod admin;
 pub mod api;
 pub mod build;
 pub mod conditions;
+pub mod controller;
 pub mod crd;
+pub mod leader;
+pub mod metrics;
 pub mod naming;
+pub mod operator;
 pub mod plan;
+pub mod rbac;
+pub mod render;
 pub mod revision;
 pub mod validate;

@@ -1,3 +1,128 @@
-fn main() {
-    print!("{}", drover::crd::to_yaml().unwrap());
+//! The `drover` binary: operator, offline tools, and (later) the monitor sidecar and the
+//! kubectl plugin verbs. `main` only parses arguments, sets up logging and dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Deploys ML models by canary and keeps watch over them"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "DROVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `drover=debug,kube=info`).
+    #[arg(long, env = "DROVER_LOG_LEVEL", default_value = "info", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller manager against the current kubeconfig or in-cluster config.
+    Operator(drover::operator::OperatorArgs),
+    /// Print the CustomResourceDefinitions.
+    Crd,
+    /// Print the child objects of the ModelDeployments in a file, offline.
+    Render {
+        /// A YAML file with one or more ModelDeployments (`-` for stdin).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Print the operator's RBAC objects, generated from the rules the code needs.
+    Rbac {
+        /// Name of the operator's ServiceAccount and roles.
+        #[arg(long, default_value = "drover")]
+        name: String,
+        /// Namespace the operator runs in.
+        #[arg(long = "operator-namespace", default_value = "drover-system")]
+        operator_namespace: String,
+        /// Namespaces it watches (none: all, through a ClusterRole).
+        #[arg(long = "watch-namespace", value_delimiter = ',')]
+        watched: Vec<String>,
+    },
+}
+
+fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn read_input(file: &PathBuf) -> Result<String, String> {
+    if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", drover::crd::to_yaml().map_err(|e| e.to_string())?);
+            Ok(())
+        }
+        Command::Rbac {
+            name,
+            operator_namespace,
+            watched,
+        } => {
+            print!(
+                "{}",
+                drover::rbac::to_yaml(&name, &operator_namespace, &watched)
+                    .map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+        Command::Render { file } => {
+            let text = read_input(&file)?;
+            let models =
+                drover::render::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            if models.is_empty() {
+                return Err(format!("{}: no ModelDeployment found", file.display()));
+            }
+            for md in &models {
+                print!("{}", drover::render::render(md).map_err(|e| e.to_string())?);
+            }
+            Ok(())
+        }
+        Command::Operator(args) => {
+            init_logging(cli.log_format, &cli.log_level)?;
+            let runtime =
+                tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
+            runtime
+                .block_on(drover::operator::run(args))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("drover: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }

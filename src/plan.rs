@@ -16,7 +16,9 @@ use crate::api::{
     ConditionStatus, ModelDeployment, ModelDeploymentStatus, Phase, RevisionStatus, RolloutStrategy,
 };
 use crate::build::{self, Child, ChildKind, ChildRef};
-use crate::conditions::{self, DEGRADED, IMMEDIATE_FALLBACK, PROGRESSING, READY, RECONCILING, STALLED};
+use crate::conditions::{
+    self, DEGRADED, IMMEDIATE_FALLBACK, PROGRESSING, READY, RECONCILING, STALLED,
+};
 use crate::naming;
 use crate::revision::revision_of;
 use crate::validate::{self, Validated};
@@ -195,7 +197,13 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    fn condition(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) {
+    fn condition(
+        &mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         conditions::set(
             &mut self.status.conditions,
             type_,
@@ -215,7 +223,11 @@ impl Planner<'_> {
     /// (status can be lost; the objects still tell).
     fn stable_revision(&self, old: &ModelDeploymentStatus) -> Option<String> {
         let from_status = old.stable.as_ref().map(|s| s.hash.clone());
-        let from_service = self.observed.service.as_ref().and_then(|s| s.serving_revision.clone());
+        let from_service = self
+            .observed
+            .service
+            .as_ref()
+            .and_then(|s| s.serving_revision.clone());
         [from_status, from_service]
             .into_iter()
             .flatten()
@@ -226,12 +238,36 @@ impl Planner<'_> {
     fn refuse(&mut self, old: &ModelDeploymentStatus, problem: &str) {
         let stable = self.stable_revision(old);
         self.status.stable = stable.as_deref().map(|h| self.revision_status(h, old));
-        self.status.phase = Some(if stable.is_some() { Phase::Degraded } else { Phase::Failed });
+        self.status.phase = Some(if stable.is_some() {
+            Phase::Degraded
+        } else {
+            Phase::Failed
+        });
         self.status.message = Some(format!("spec refused: {problem}"));
-        self.condition(STALLED, ConditionStatus::True, reason::INVALID_SPEC, problem);
-        self.condition(DEGRADED, ConditionStatus::True, reason::INVALID_SPEC, problem);
-        self.condition(RECONCILING, ConditionStatus::False, reason::INVALID_SPEC, "waiting for a spec change");
-        self.condition(PROGRESSING, ConditionStatus::False, reason::INVALID_SPEC, "waiting for a spec change");
+        self.condition(
+            STALLED,
+            ConditionStatus::True,
+            reason::INVALID_SPEC,
+            problem,
+        );
+        self.condition(
+            DEGRADED,
+            ConditionStatus::True,
+            reason::INVALID_SPEC,
+            problem,
+        );
+        self.condition(
+            RECONCILING,
+            ConditionStatus::False,
+            reason::INVALID_SPEC,
+            "waiting for a spec change",
+        );
+        self.condition(
+            PROGRESSING,
+            ConditionStatus::False,
+            reason::INVALID_SPEC,
+            "waiting for a spec change",
+        );
         self.ready_condition();
     }
 
@@ -244,13 +280,22 @@ impl Planner<'_> {
             ReferenceState::MissingConfigMap | ReferenceState::MissingKey => {
                 let r = md.spec.monitoring.reference.as_ref();
                 let (name, key) = r
-                    .map(|r| (r.config_map_ref.name.as_str(), r.config_map_ref.key.as_str()))
+                    .map(|r| {
+                        (
+                            r.config_map_ref.name.as_str(),
+                            r.config_map_ref.key.as_str(),
+                        )
+                    })
                     .unwrap_or_default();
-                Some(if self.observed.reference == ReferenceState::MissingConfigMap {
-                    format!("ConfigMap {name:?} named in spec.monitoring.reference does not exist")
-                } else {
-                    format!("ConfigMap {name:?} has no key {key:?} (spec.monitoring.reference)")
-                })
+                Some(
+                    if self.observed.reference == ReferenceState::MissingConfigMap {
+                        format!(
+                            "ConfigMap {name:?} named in spec.monitoring.reference does not exist"
+                        )
+                    } else {
+                        format!("ConfigMap {name:?} has no key {key:?} (spec.monitoring.reference)")
+                    },
+                )
             }
         };
 
@@ -271,12 +316,20 @@ impl Planner<'_> {
             (Some(s), Some(_)) => (Some(s.clone()), None),
             (Some(s), None) => {
                 let done = self.observed_revision(&target).is_some_and(|r| r.complete);
-                if done { (Some(target.clone()), None) } else { (Some(s.clone()), Some(target.clone())) }
+                if done {
+                    (Some(target.clone()), None)
+                } else {
+                    (Some(s.clone()), Some(target.clone()))
+                }
             }
             (None, Some(_)) => (None, None),
             (None, None) => {
                 let done = self.observed_revision(&target).is_some_and(|r| r.complete);
-                if done { (Some(target.clone()), None) } else { (None, Some(target.clone())) }
+                if done {
+                    (Some(target.clone()), None)
+                } else {
+                    (None, Some(target.clone()))
+                }
             }
         };
         let hpa_target = serving.clone().or_else(|| rolling_out.clone());
@@ -287,7 +340,10 @@ impl Planner<'_> {
             .as_deref()
             .and_then(|h| self.observed_revision(h))
             .and_then(|r| r.replicas);
-        for hash in [serving.as_deref(), rolling_out.as_deref()].into_iter().flatten() {
+        for hash in [serving.as_deref(), rolling_out.as_deref()]
+            .into_iter()
+            .flatten()
+        {
             if hash != target {
                 continue;
             }
@@ -314,7 +370,8 @@ impl Planner<'_> {
             }
         }
         for revision in &self.observed.revisions {
-            let keep = [serving.as_deref(), rolling_out.as_deref()].contains(&Some(revision.hash.as_str()));
+            let keep = [serving.as_deref(), rolling_out.as_deref()]
+                .contains(&Some(revision.hash.as_str()));
             if !keep {
                 self.actions.push(Action::Delete(ChildRef {
                     kind: ChildKind::Deployment,
@@ -365,18 +422,41 @@ impl Planner<'_> {
                     "rolling out revision {} (version {}): {}/{} replicas ready",
                     canary.hash, canary.version, canary.ready_replicas, canary.replicas
                 );
-                self.condition(PROGRESSING, ConditionStatus::True, reason::WAITING_FOR_REVISION, message.clone());
-                self.condition(RECONCILING, ConditionStatus::True, reason::WAITING_FOR_REVISION, message.clone());
+                self.condition(
+                    PROGRESSING,
+                    ConditionStatus::True,
+                    reason::WAITING_FOR_REVISION,
+                    message.clone(),
+                );
+                self.condition(
+                    RECONCILING,
+                    ConditionStatus::True,
+                    reason::WAITING_FOR_REVISION,
+                    message.clone(),
+                );
                 self.status.phase = Some(Phase::Progressing);
                 self.status.message = Some(message);
             }
             None => {
                 let message = match &self.status.stable {
-                    Some(s) => format!("revision {} (version {}) serves all traffic", s.hash, s.version),
+                    Some(s) => format!(
+                        "revision {} (version {}) serves all traffic",
+                        s.hash, s.version
+                    ),
                     None => "nothing serves yet".to_string(),
                 };
-                self.condition(PROGRESSING, ConditionStatus::False, reason::ROLLOUT_COMPLETE, message.clone());
-                self.condition(RECONCILING, ConditionStatus::False, reason::UP_TO_DATE, message.clone());
+                self.condition(
+                    PROGRESSING,
+                    ConditionStatus::False,
+                    reason::ROLLOUT_COMPLETE,
+                    message.clone(),
+                );
+                self.condition(
+                    RECONCILING,
+                    ConditionStatus::False,
+                    reason::UP_TO_DATE,
+                    message.clone(),
+                );
                 self.status.phase = Some(Phase::Healthy);
                 self.status.message = Some(message);
             }
@@ -391,14 +471,23 @@ impl Planner<'_> {
             Some((why, message)) => {
                 self.condition(STALLED, ConditionStatus::True, why, message.clone());
                 self.condition(DEGRADED, ConditionStatus::True, why, message.clone());
-                self.status.phase = Some(if self.status.stable.is_some() { Phase::Degraded } else { Phase::Failed });
+                self.status.phase = Some(if self.status.stable.is_some() {
+                    Phase::Degraded
+                } else {
+                    Phase::Failed
+                });
                 self.status.message = Some(message);
             }
             None => {
                 self.condition(STALLED, ConditionStatus::False, reason::UP_TO_DATE, "");
                 if self.status.stable.is_some() && !stable_available {
                     let message = "the serving revision has no available replicas".to_string();
-                    self.condition(DEGRADED, ConditionStatus::True, reason::STABLE_UNAVAILABLE, message.clone());
+                    self.condition(
+                        DEGRADED,
+                        ConditionStatus::True,
+                        reason::STABLE_UNAVAILABLE,
+                        message.clone(),
+                    );
                     if self.status.canary.is_none() {
                         self.status.phase = Some(Phase::Degraded);
                         self.status.message = Some(message);
@@ -408,7 +497,10 @@ impl Planner<'_> {
                 }
             }
         }
-        if self.status.stable.is_none() && self.status.canary.is_none() && self.status.phase == Some(Phase::Healthy) {
+        if self.status.stable.is_none()
+            && self.status.canary.is_none()
+            && self.status.phase == Some(Phase::Healthy)
+        {
             self.status.phase = Some(Phase::Progressing);
         }
         self.ready_condition();
@@ -422,17 +514,35 @@ impl Planner<'_> {
                 self.condition(READY, ConditionStatus::True, reason::AVAILABLE, message);
             }
             Some(s) => {
-                let message = format!("revision {} (version {}) has no available replicas", s.hash, s.version);
-                self.condition(READY, ConditionStatus::False, reason::STABLE_UNAVAILABLE, message);
+                let message = format!(
+                    "revision {} (version {}) has no available replicas",
+                    s.hash, s.version
+                );
+                self.condition(
+                    READY,
+                    ConditionStatus::False,
+                    reason::STABLE_UNAVAILABLE,
+                    message,
+                );
             }
             None => {
-                self.condition(READY, ConditionStatus::False, reason::WAITING_FOR_REVISION, "no revision serves yet");
+                self.condition(
+                    READY,
+                    ConditionStatus::False,
+                    reason::WAITING_FOR_REVISION,
+                    "no revision serves yet",
+                );
             }
         }
     }
 
     /// Apply (and, under autoscaling, hand over replicas of) the Deployment of the current spec.
-    fn deployment_actions(&mut self, hash: &str, is_hpa_target: bool, serving_replicas: Option<i32>) {
+    fn deployment_actions(
+        &mut self,
+        hash: &str,
+        is_hpa_target: bool,
+        serving_replicas: Option<i32>,
+    ) {
         let md = self.md;
         let observed = self.observed_revision(hash).cloned();
         let Some(autoscaling) = &md.spec.autoscaling else {
@@ -443,7 +553,12 @@ impl Planner<'_> {
         // The HPA owns replicas: never in Drover's apply. Before the HPA scales this
         // Deployment, its starting count is set under the scale field manager: the serving
         // revision's current count (no capacity dip), within the HPA's bounds.
-        let clamp = |n: i32| n.clamp(autoscaling.min_replicas, autoscaling.max_replicas.max(autoscaling.min_replicas));
+        let clamp = |n: i32| {
+            n.clamp(
+                autoscaling.min_replicas,
+                autoscaling.max_replicas.max(autoscaling.min_replicas),
+            )
+        };
         let hpa_exists = self.observed.autoscaler.is_some();
         let wanted = if is_hpa_target && hpa_exists {
             None
@@ -456,10 +571,14 @@ impl Planner<'_> {
         // When the HPA is about to be created for a Deployment Drover scaled itself, the scale
         // manager must co-own the count before the main apply drops it, even at the same value.
         let handover = !hpa_exists && observed.is_some();
-        let scale = wanted.filter(|n| handover || observed.as_ref().and_then(|o| o.replicas) != Some(*n));
+        let scale =
+            wanted.filter(|n| handover || observed.as_ref().and_then(|o| o.replicas) != Some(*n));
         let deployment = build::deployment::build(md, hash, None);
         let name = deployment.metadata.name.clone().unwrap_or_default();
-        let scale_action = scale.map(|replicas| Action::Scale { deployment: name, replicas });
+        let scale_action = scale.map(|replicas| Action::Scale {
+            deployment: name,
+            replicas,
+        });
         match (observed.is_some(), scale_action) {
             (true, Some(scale)) => {
                 self.actions.push(scale);
@@ -482,8 +601,16 @@ impl Planner<'_> {
                 .iter()
                 .find(|r| r.name == reference.name)
                 .and_then(|r| r.spec_hash.clone()),
-            ChildKind::Service => self.observed.service.as_ref().and_then(|s| s.spec_hash.clone()),
-            ChildKind::Autoscaler => self.observed.autoscaler.as_ref().and_then(|h| h.spec_hash.clone()),
+            ChildKind::Service => self
+                .observed
+                .service
+                .as_ref()
+                .and_then(|s| s.spec_hash.clone()),
+            ChildKind::Autoscaler => self
+                .observed
+                .autoscaler
+                .as_ref()
+                .and_then(|h| h.spec_hash.clone()),
         };
         if observed_hash.as_deref() != child.spec_hash() || observed_hash.is_none() {
             self.actions.push(Action::Apply(child));
@@ -530,7 +657,10 @@ fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Noti
         out.push(Notice {
             warning: false,
             reason: reason::ROLLOUT_STARTED,
-            note: format!("rolling out revision {} (version {})", canary.hash, canary.version),
+            note: format!(
+                "rolling out revision {} (version {})",
+                canary.hash, canary.version
+            ),
         });
     }
     if let Some(stable) = &new.stable
@@ -539,7 +669,10 @@ fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Noti
         out.push(Notice {
             warning: false,
             reason: reason::ROLLOUT_COMPLETE,
-            note: format!("revision {} (version {}) serves all traffic", stable.hash, stable.version),
+            note: format!(
+                "revision {} (version {}) serves all traffic",
+                stable.hash, stable.version
+            ),
         });
     }
     let stalled = |s: &ModelDeploymentStatus| {
@@ -550,18 +683,28 @@ fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Noti
     if let Some((why, message)) = stalled(new)
         && stalled(old).as_ref() != Some(&(why.clone(), message.clone()))
     {
-        let reason = [reason::INVALID_SPEC, reason::REFERENCE_NOT_FOUND, reason::PROGRESS_DEADLINE]
-            .into_iter()
-            .find(|r| *r == why)
-            .unwrap_or(reason::INVALID_SPEC);
-        out.push(Notice { warning: true, reason, note: message });
+        let reason = [
+            reason::INVALID_SPEC,
+            reason::REFERENCE_NOT_FOUND,
+            reason::PROGRESS_DEADLINE,
+        ]
+        .into_iter()
+        .find(|r| *r == why)
+        .unwrap_or(reason::INVALID_SPEC);
+        out.push(Notice {
+            warning: true,
+            reason,
+            note: message,
+        });
     }
     let ready = |s: &ModelDeploymentStatus| conditions::is_true(&s.conditions, READY);
     if ready(old) && !ready(new) {
         out.push(Notice {
             warning: true,
             reason: reason::STABLE_UNAVAILABLE,
-            note: conditions::get(&new.conditions, READY).map(|c| c.message.clone()).unwrap_or_default(),
+            note: conditions::get(&new.conditions, READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
         });
     }
     out

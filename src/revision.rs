@@ -19,11 +19,13 @@ pub const HASH_SCHEME: &str = "drover.dev/revision/v1";
 pub const HASH_LENGTH: usize = 10;
 
 /// `spec.model` fields and the defaults a canonical form leaves out.
-const MODEL_DEFAULTS: &[(&str, fn() -> Value)] = &[
-    ("port", || Value::from(8080)),
-    ("protocol", || Value::from("json")),
-    ("healthPath", || Value::from("/health")),
-];
+fn model_defaults() -> [(&'static str, Value); 3] {
+    [
+        ("port", Value::from(8080)),
+        ("protocol", Value::from("json")),
+        ("healthPath", Value::from("/health")),
+    ]
+}
 
 /// The revision hash of a spec.
 pub fn revision_of(spec: &ModelDeploymentSpec) -> String {
@@ -48,9 +50,9 @@ pub fn revision_of(spec: &ModelDeploymentSpec) -> String {
 pub fn canonical_form(spec: &ModelDeploymentSpec) -> Value {
     let mut model = serde_json::to_value(&spec.model).unwrap_or(Value::Null);
     if let Value::Object(fields) = &mut model {
-        for (key, default) in MODEL_DEFAULTS {
-            if fields.get(*key) == Some(&default()) {
-                fields.remove(*key);
+        for (key, default) in model_defaults() {
+            if fields.get(key) == Some(&default) {
+                fields.remove(key);
             }
         }
     }

@@ -30,7 +30,10 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<Validated, Vec<String>> {
         match d.parse() {
             Ok(v) if v >= min => v,
             Ok(_) => {
-                problems.push(format!("{field} must be at least {}", GoDuration::new(format!("{}s", min.as_secs()))));
+                problems.push(format!(
+                    "{field} must be at least {}",
+                    GoDuration::new(format!("{}s", min.as_secs()))
+                ));
                 min
             }
             Err(e) => {
@@ -41,14 +44,34 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<Validated, Vec<String>> {
     };
     let rollout = &spec.rollout;
     let validated = Validated {
-        interval: duration("spec.rollout.interval", &rollout.interval, Duration::from_secs(10)),
-        progress_deadline: duration("spec.rollout.progressDeadline", &rollout.progress_deadline, Duration::from_secs(10)),
+        interval: duration(
+            "spec.rollout.interval",
+            &rollout.interval,
+            Duration::from_secs(10),
+        ),
+        progress_deadline: duration(
+            "spec.rollout.progressDeadline",
+            &rollout.progress_deadline,
+            Duration::from_secs(10),
+        ),
         bake_time: duration("spec.rollout.bakeTime", &rollout.bake_time, Duration::ZERO),
-        scrape_interval: duration("spec.monitoring.scrapeInterval", &spec.monitoring.scrape_interval, Duration::from_secs(5)),
-        window: duration("spec.monitoring.window", &spec.monitoring.window, Duration::from_secs(5)),
+        scrape_interval: duration(
+            "spec.monitoring.scrapeInterval",
+            &spec.monitoring.scrape_interval,
+            Duration::from_secs(5),
+        ),
+        window: duration(
+            "spec.monitoring.window",
+            &spec.monitoring.window,
+            Duration::from_secs(5),
+        ),
     };
     if let Some(retraining) = &spec.remediation.retraining {
-        duration("spec.remediation.retraining.cooldown", &retraining.cooldown, Duration::from_secs(60));
+        duration(
+            "spec.remediation.retraining.cooldown",
+            &retraining.cooldown,
+            Duration::from_secs(60),
+        );
     }
     if rollout.steps.is_empty() || rollout.steps.iter().any(|s| !(1..=99).contains(s)) {
         problems.push("spec.rollout.steps must be a non-empty list within 1..=99".into());
@@ -59,7 +82,9 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<Validated, Vec<String>> {
     if let Some(a) = &spec.autoscaling
         && a.min_replicas > a.max_replicas
     {
-        problems.push("spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas".into());
+        problems.push(
+            "spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas".into(),
+        );
     }
     if !(1..=65535).contains(&spec.model.port) {
         problems.push("spec.model.port must be within 1..=65535".into());
@@ -74,9 +99,14 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<Validated, Vec<String>> {
         problems.push("spec.replicas must not be negative".into());
     }
     if validated.progress_deadline < validated.interval {
-        problems.push("spec.rollout.progressDeadline must be at least spec.rollout.interval".into());
+        problems
+            .push("spec.rollout.progressDeadline must be at least spec.rollout.interval".into());
     }
-    if problems.is_empty() { Ok(validated) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(validated)
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]
@@ -88,7 +118,9 @@ mod tests {
         let yaml = format!(
             "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: m}}\nspec:\n  model: {{version: '1', image: img}}\n{extra}"
         );
-        serde_saphyr::from_str::<ModelDeployment>(&yaml).unwrap().spec
+        serde_saphyr::from_str::<ModelDeployment>(&yaml)
+            .unwrap()
+            .spec
     }
 
     #[test]

@@ -27,10 +27,12 @@ impl GoDuration {
 
     /// The duration, or a message naming what is wrong with the text.
     pub fn parse(&self) -> Result<Duration, String> {
-        let parsed: kube::core::Duration = self
-            .0
-            .parse()
-            .map_err(|e| format!("{:?} is not a Go duration (e.g. 30s, 5m, 1h30m): {e}", self.0))?;
+        let parsed: kube::core::Duration = self.0.parse().map_err(|e| {
+            format!(
+                "{:?} is not a Go duration (e.g. 30s, 5m, 1h30m): {e}",
+                self.0
+            )
+        })?;
         if parsed.is_negative() {
             return Err(format!("{:?} must not be negative", self.0));
         }
@@ -69,8 +71,14 @@ mod tests {
     #[test]
     fn parses_go_syntax() {
         assert_eq!(GoDuration::new("30s").parse(), Ok(Duration::from_secs(30)));
-        assert_eq!(GoDuration::new("1h30m").parse(), Ok(Duration::from_secs(5400)));
-        assert_eq!(GoDuration::new("300ms").parse(), Ok(Duration::from_millis(300)));
+        assert_eq!(
+            GoDuration::new("1h30m").parse(),
+            Ok(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            GoDuration::new("300ms").parse(),
+            Ok(Duration::from_millis(300))
+        );
     }
 
     #[test]

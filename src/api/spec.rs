@@ -332,7 +332,11 @@ pub struct TrafficSpec {
     #[serde(default)]
     pub mode: TrafficMode,
     /// The HTTPRoute Drover creates and owns in `GatewayAPI` mode.
-    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_api: Option<GatewayApiTraffic>,
 }
 

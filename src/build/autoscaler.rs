@@ -18,7 +18,11 @@ use crate::naming;
 pub const DEFAULT_CPU_TARGET: i32 = 80;
 
 /// Builds the HPA scaling the Deployment `target`.
-pub fn build(md: &ModelDeployment, autoscaling: &AutoscalingSpec, target: &str) -> HorizontalPodAutoscaler {
+pub fn build(
+    md: &ModelDeployment,
+    autoscaling: &AutoscalingSpec,
+    target: &str,
+) -> HorizontalPodAutoscaler {
     let metrics = if autoscaling.metrics.is_empty() {
         vec![MetricSpec {
             type_: "ContainerResource".into(),

@@ -100,7 +100,10 @@ pub fn child_meta(md: &ModelDeployment, name: String) -> ObjectMeta {
 /// The controller owner reference (with `blockOwnerDeletion`) that makes deleting the
 /// ModelDeployment garbage-collect the child.
 pub fn owner_reference(md: &ModelDeployment) -> Option<OwnerReference> {
-    md.controller_owner_ref(&())
+    md.controller_owner_ref(&()).map(|mut o| {
+        o.block_owner_deletion = Some(true);
+        o
+    })
 }
 
 /// Stamps `drover.dev/spec-hash` with a hash of the object as built (before the stamp), so the
@@ -109,7 +112,11 @@ pub fn stamp_spec_hash<T: Serialize>(object: &mut T, meta: impl Fn(&mut T) -> &m
     let hash = match serde_json::to_vec(&*object) {
         Ok(bytes) => {
             let digest = Sha256::digest(&bytes);
-            digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+            digest
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         }
         Err(_) => return,
     };

@@ -13,8 +13,11 @@ mod kolmogorov;
 pub mod sketch;
 pub mod two_sample;
 
+#[cfg(test)]
+mod test_support;
+
 pub use drift::{ChiSquare, DriftMethod, DriftScore, KsResult};
 pub use error::StatsError;
 pub use histogram::{BinLayout, FeatureHistogram};
 pub use sketch::LatencySketch;
-pub use two_sample::{MannWhitney, ProportionTest};
+pub use two_sample::{MannWhitney, ProportionTest, RequestOutcomes};

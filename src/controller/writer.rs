@@ -1,0 +1,183 @@
+//! The thin client layer: every write Drover makes goes through here, and none goes out
+//! without the leader gate open.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::Error;
+use crate::api::{ModelDeployment, ModelDeploymentStatus};
+use crate::build::{Child, ChildKind, ChildRef};
+use crate::leader::WriteGate;
+use crate::metrics::Metrics;
+use crate::naming::{FIELD_MANAGER, SCALE_FIELD_MANAGER};
+
+/// Writes for one ModelDeployment's namespace.
+pub struct Writer<'a> {
+    /// API client.
+    pub client: &'a Client,
+    /// Namespace of the ModelDeployment.
+    pub namespace: &'a str,
+    /// Leader gate.
+    pub gate: &'a WriteGate,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+    /// Event recorder.
+    pub recorder: &'a Recorder,
+}
+
+fn apply_params(manager: &str) -> PatchParams {
+    PatchParams::apply(manager).force()
+}
+
+impl Writer<'_> {
+    fn check(&self) -> Result<(), Error> {
+        if self.gate.is_open() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
+    }
+
+    /// Server-side apply of a whole child, field manager `drover`, force.
+    pub async fn apply(&self, child: &Child) -> Result<(), Error> {
+        self.check()?;
+        let r = child.reference();
+        let params = apply_params(FIELD_MANAGER);
+        match child {
+            Child::Deployment(d) => {
+                Api::<Deployment>::namespaced(self.client.clone(), self.namespace)
+                    .patch(&r.name, &params, &Patch::Apply(d.as_ref()))
+                    .await?;
+            }
+            Child::Service(s) => {
+                Api::<Service>::namespaced(self.client.clone(), self.namespace)
+                    .patch(&r.name, &params, &Patch::Apply(s.as_ref()))
+                    .await?;
+            }
+            Child::Autoscaler(h) => {
+                Api::<HorizontalPodAutoscaler>::namespaced(self.client.clone(), self.namespace)
+                    .patch(&r.name, &params, &Patch::Apply(h.as_ref()))
+                    .await?;
+            }
+        }
+        self.metrics.wrote(r.kind.as_str(), "apply");
+        Ok(())
+    }
+
+    /// Sets `spec.replicas` of a Deployment under the scale field manager, so that Drover's main
+    /// apply (which omits the field under an HPA) never resets it.
+    pub async fn scale(&self, deployment: &str, replicas: i32) -> Result<(), Error> {
+        self.check()?;
+        let body = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": deployment},
+            "spec": {"replicas": replicas},
+        });
+        Api::<Deployment>::namespaced(self.client.clone(), self.namespace)
+            .patch(
+                deployment,
+                &apply_params(SCALE_FIELD_MANAGER),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        self.metrics.wrote(ChildKind::Deployment.as_str(), "scale");
+        Ok(())
+    }
+
+    /// Deletes a child with background propagation (its dependents, e.g. pods, go too).
+    pub async fn delete(&self, child: &ChildRef) -> Result<(), Error> {
+        self.check()?;
+        let dp = DeleteParams::background();
+        let result = match child.kind {
+            ChildKind::Deployment => {
+                Api::<Deployment>::namespaced(self.client.clone(), self.namespace)
+                    .delete(&child.name, &dp)
+                    .await
+                    .map(|_| ())
+            }
+            ChildKind::Service => Api::<Service>::namespaced(self.client.clone(), self.namespace)
+                .delete(&child.name, &dp)
+                .await
+                .map(|_| ()),
+            ChildKind::Autoscaler => {
+                Api::<HorizontalPodAutoscaler>::namespaced(self.client.clone(), self.namespace)
+                    .delete(&child.name, &dp)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => {}
+            // Already gone: the goal is reached.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.metrics.wrote(child.kind.as_str(), "delete");
+        Ok(())
+    }
+
+    /// Applies the whole status under field manager `drover`.
+    pub async fn apply_status(
+        &self,
+        md: &ModelDeployment,
+        status: &ModelDeploymentStatus,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let body = json!({
+            "apiVersion": ModelDeployment::api_version(&()),
+            "kind": ModelDeployment::kind(&()),
+            "metadata": {"name": md.name_any()},
+            "status": status,
+        });
+        Api::<ModelDeployment>::namespaced(self.client.clone(), self.namespace)
+            .patch_status(
+                &md.name_any(),
+                &apply_params(FIELD_MANAGER),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes an Event about `reference`. Events are writes too: not without the gate.
+    pub async fn event(
+        &self,
+        reference: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(truncate(note, 1000)),
+            action: action.to_string(),
+            secondary: None,
+        };
+        self.recorder.publish(&event, reference).await?;
+        Ok(())
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}

@@ -1,0 +1,369 @@
+//! `drover operator`: wires the watches, the controller, leader election and the admin server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams};
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, Health};
+use crate::api::{ModelDeployment, Phase};
+use crate::controller::{self, Context, Stores};
+use crate::leader::{LeaderElector, LeaseTiming, WriteGate};
+use crate::metrics::Metrics;
+use crate::naming::MANAGED_SELECTOR;
+
+/// Settings of `drover operator`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Namespaces to watch (repeat or comma-separate); none means every namespace.
+    #[arg(
+        long = "namespace",
+        env = "DROVER_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "DROVER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Hold a Lease so that only one instance writes.
+    #[arg(long, env = "DROVER_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "drover-system")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "DROVER_LEASE_NAME", default_value = "drover-leader")]
+    pub lease_name: String,
+    /// Identity in the Lease (defaults to the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// ModelDeployments reconciled at once.
+    #[arg(long, env = "DROVER_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+}
+
+/// Runs the operator until SIGTERM/SIGINT, or until the Lease is lost (then exits non-zero so
+/// the pod restarts as a standby).
+pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| anyhow::Error::msg(format!("no Kubernetes client configuration: {e}")))?;
+    ensure_crd_installed(&client, &args.namespaces).await?;
+
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let registry = Arc::new(registry);
+    let health = Arc::new(Health::default());
+    health.beat();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(shutdown_on_signal(stop_tx.clone()));
+    let admin = tokio::spawn(admin::serve(
+        args.metrics_addr,
+        registry.clone(),
+        health.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    info!(addr = %args.metrics_addr, "admin server listening");
+
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("drover-{}", std::process::id()));
+    let (gate, mut elector) = if args.leader_elect {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
+        let elector = LeaderElector::new(api, &args.lease_name, &identity, LeaseTiming::default());
+        (elector.gate(), Some(elector))
+    } else {
+        (WriteGate::always_open(), None)
+    };
+
+    // A standby is live and ready: it is healthy, it just does not write.
+    if let Some(el) = elector.as_mut() {
+        health.set_ready(true);
+        info!(lease = %args.lease_name, %identity, "waiting for leadership");
+        let timing = LeaseTiming::default();
+        let mut stop = stop_rx.clone();
+        loop {
+            health.beat();
+            el.round().await;
+            if gate.is_open() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(timing.retry_period) => {}
+                _ = stop.changed() => { return Ok(()); }
+            }
+        }
+        metrics.set_leader(true);
+        info!("became leader");
+    }
+    health.set_ready(false);
+
+    // Leading (or no election): keep renewing, and stop everything when leadership is lost.
+    let (lost_tx, lost_rx) = watch::channel(false);
+    let renewer = elector.map(|mut el| {
+        let health = health.clone();
+        let metrics = metrics.clone();
+        let gate = gate.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let timing = LeaseTiming::default();
+            loop {
+                health.beat();
+                el.round().await;
+                if !gate.is_open() {
+                    metrics.set_leader(false);
+                    error!("lost the leader Lease: stopping every writer");
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(timing.retry_period) => {}
+                    _ = stop.changed() => { el.release().await; return; }
+                }
+            }
+        })
+    });
+    if renewer.is_none() {
+        let health = health.clone();
+        tokio::spawn(async move {
+            loop {
+                health.beat();
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+    }
+
+    let reporter = Reporter {
+        controller: "drover".into(),
+        instance: Some(identity.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+    let halt = {
+        let stop = stop_rx.clone();
+        let lost = lost_rx.clone();
+        move || {
+            let mut stop = stop.clone();
+            let mut lost = lost.clone();
+            async move {
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = lost.changed() => {}
+                }
+            }
+        }
+    };
+    let mut readers = Vec::new();
+    let mut tasks = Vec::new();
+    for scope in scopes {
+        let (task, reader, synced) = scope_controller(
+            client.clone(),
+            scope,
+            recorder.clone(),
+            metrics.clone(),
+            gate.clone(),
+            args.concurrency,
+            halt(),
+        );
+        readers.push(reader);
+        tasks.push(tokio::spawn(task));
+        let health = health.clone();
+        tasks.push(tokio::spawn(async move {
+            synced.await;
+            health.set_ready(true);
+        }));
+    }
+    tokio::spawn(count_phases(readers, metrics.clone()));
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = admin.await;
+    if *lost_rx.borrow() {
+        return Err(anyhow::Error::msg("lost the leader Lease"));
+    }
+    info!("stopped");
+    Ok(())
+}
+
+type Synced = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// One controller over one namespace (or all): watches, stores and the reconcile loop.
+fn scope_controller(
+    client: Client,
+    scope: Option<String>,
+    recorder: Recorder,
+    metrics: Metrics,
+    gate: WriteGate,
+    concurrency: u16,
+    halt: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> (
+    impl std::future::Future<Output = ()> + Send,
+    Store<DeserializeGuard<ModelDeployment>>,
+    Synced,
+) {
+    fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let children = watcher::Config::default()
+        .labels(MANAGED_SELECTOR)
+        .any_semantic();
+
+    let (md_reader, md_writer) = reflector::store::<DeserializeGuard<ModelDeployment>>();
+    let models = watcher(
+        api::<DeserializeGuard<ModelDeployment>>(&client, &scope),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|m| m.managed_fields_mut().clear())
+    .reflect(md_writer)
+    .applied_objects()
+    // Status writes do not bump generation and must not retrigger; controls are annotations,
+    // which do not bump generation either and must get through.
+    .predicate_filter(
+        predicates::generation.combine(predicates::annotations),
+        Default::default(),
+    );
+
+    let (dep_reader, dep_writer) = reflector::store::<Deployment>();
+    let deployments = watcher(api::<Deployment>(&client, &scope), children.clone())
+        .default_backoff()
+        .modify(|d| {
+            // Drover never reads a revision's pod template back (it is immutable per revision);
+            // dropping it and managedFields keeps the cache small.
+            d.managed_fields_mut().clear();
+            if let Some(spec) = d.spec.as_mut() {
+                spec.template = Default::default();
+            }
+        })
+        .reflect(dep_writer)
+        .touched_objects();
+    let (svc_reader, svc_writer) = reflector::store::<Service>();
+    let services = watcher(api::<Service>(&client, &scope), children.clone())
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .reflect(svc_writer)
+        .touched_objects();
+    let (hpa_reader, hpa_writer) = reflector::store::<HorizontalPodAutoscaler>();
+    let autoscalers = watcher(api::<HorizontalPodAutoscaler>(&client, &scope), children)
+        .default_backoff()
+        .modify(|h| h.managed_fields_mut().clear())
+        .reflect(hpa_writer)
+        .touched_objects();
+
+    let stores = Stores {
+        deployments: dep_reader.clone(),
+        services: svc_reader.clone(),
+        autoscalers: hpa_reader.clone(),
+    };
+    let synced: Synced = {
+        let (a, b, c, d) = (md_reader.clone(), dep_reader, svc_reader, hpa_reader);
+        Box::pin(async move {
+            let _ = futures::join!(
+                a.wait_until_ready(),
+                b.wait_until_ready(),
+                c.wait_until_ready(),
+                d.wait_until_ready()
+            );
+        })
+    };
+    let clock: controller::Clock = Arc::new(jiff::Timestamp::now);
+    let ctx = Arc::new(Context::new(client, recorder, metrics, gate, stores, clock));
+    let task = Controller::for_stream(models, md_reader.clone())
+        .owns_stream(deployments)
+        .owns_stream(services)
+        .owns_stream(autoscalers)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(halt)
+        .run(controller::reconcile, controller::error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                warn!(error = %e, "controller");
+            }
+            future::ready(())
+        });
+    (task, md_reader, synced)
+}
+
+/// Refuses to start, with a clear message, when the CRD is not installed.
+async fn ensure_crd_installed(client: &Client, namespaces: &[String]) -> anyhow::Result<()> {
+    let api: Api<ModelDeployment> = match namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(anyhow::Error::msg(
+            "the ModelDeployment CRD (modeldeployments.drover.dev) is not installed: run `kubectl apply -f crds/` (or `drover crd | kubectl apply -f -`) first",
+        )),
+        Err(e) => Err(anyhow::Error::msg(format!(
+            "cannot list ModelDeployments: {e}"
+        ))),
+    }
+}
+
+async fn count_phases(readers: Vec<Store<DeserializeGuard<ModelDeployment>>>, metrics: Metrics) {
+    loop {
+        let mut counts = std::collections::HashMap::<Phase, i64>::new();
+        for reader in &readers {
+            for guard in reader.state() {
+                if let Ok(md) = &guard.0
+                    && let Some(phase) = md.status.as_ref().and_then(|s| s.phase)
+                {
+                    *counts.entry(phase).or_default() += 1;
+                }
+            }
+        }
+        metrics.set_phases(counts);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+    }
+}
+
+async fn shutdown_on_signal(stop: watch::Sender<bool>) {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    info!("shutting down");
+    let _ = stop.send(true);
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.changed().await;
+}

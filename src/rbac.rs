@@ -1,0 +1,256 @@
+//! The one list of what Drover's code does to the API, and the RBAC objects generated from it.
+//!
+//! Every API call the operator makes is covered by exactly one rule here; `deploy/` and the
+//! Helm chart are generated from this list, and a test fails when they differ from it or when
+//! anything is granted beyond need (no wildcards, no cluster-wide Secret reads).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+
+/// Where a rule applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace Drover watches (a ClusterRole, or a Role per watched namespace).
+    Watched,
+    /// Only the operator's own namespace (the leader Lease).
+    Operator,
+}
+
+/// One permission and why the code needs it.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// API group (`""` for core).
+    pub api_group: &'static str,
+    /// Resources (with subresources as `x/y`).
+    pub resources: &'static [&'static str],
+    /// Verbs.
+    pub verbs: &'static [&'static str],
+    /// Where it applies.
+    pub scope: Scope,
+    /// The code that needs it.
+    pub why: &'static str,
+}
+
+/// Everything the operator does to the API.
+pub const RULES: &[Rule] = &[
+    Rule {
+        api_group: "drover.dev",
+        resources: &["modeldeployments"],
+        verbs: &["get", "list", "watch"],
+        scope: Scope::Watched,
+        why: "watch ModelDeployments (controller), check the CRD at start",
+    },
+    Rule {
+        api_group: "drover.dev",
+        resources: &["modeldeployments/status"],
+        verbs: &["get", "patch", "update"],
+        scope: Scope::Watched,
+        why: "apply the whole status under one field manager",
+    },
+    Rule {
+        api_group: "drover.dev",
+        resources: &["modeldeployments/finalizers"],
+        verbs: &["update"],
+        scope: Scope::Watched,
+        why: "owner references with blockOwnerDeletion on every child",
+    },
+    Rule {
+        api_group: "apps",
+        resources: &["deployments"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        scope: Scope::Watched,
+        why: "a Deployment per revision: server-side apply, scale handover, orphan deletion",
+    },
+    Rule {
+        api_group: "",
+        resources: &["services"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        scope: Scope::Watched,
+        why: "Service <name> in front of the serving revision",
+    },
+    Rule {
+        api_group: "autoscaling",
+        resources: &["horizontalpodautoscalers"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        scope: Scope::Watched,
+        why: "the HPA of the serving revision, removed when autoscaling is unset",
+    },
+    Rule {
+        api_group: "",
+        resources: &["configmaps"],
+        verbs: &["get"],
+        scope: Scope::Watched,
+        why: "check that the reference profile named in spec.monitoring.reference exists",
+    },
+    Rule {
+        api_group: "events.k8s.io",
+        resources: &["events"],
+        verbs: &["create", "patch"],
+        scope: Scope::Watched,
+        why: "Events on ModelDeployments (kube Recorder creates, then patches series)",
+    },
+    Rule {
+        api_group: "coordination.k8s.io",
+        resources: &["leases"],
+        verbs: &["get", "create", "update"],
+        scope: Scope::Operator,
+        why: "leader election",
+    },
+];
+
+fn policy_rules(scope: Scope) -> Vec<PolicyRule> {
+    RULES
+        .iter()
+        .filter(|r| r.scope == scope)
+        .map(|r| PolicyRule {
+            api_groups: Some(vec![r.api_group.to_string()]),
+            resources: Some(r.resources.iter().map(|s| s.to_string()).collect()),
+            verbs: r.verbs.iter().map(|s| s.to_string()).collect(),
+            ..PolicyRule::default()
+        })
+        .collect()
+}
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespace.map(str::to_string),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), "drover".to_string()),
+            (
+                "app.kubernetes.io/component".to_string(),
+                "operator".to_string(),
+            ),
+        ])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// One generated RBAC object.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum RbacObject {
+    /// The operator's ServiceAccount.
+    ServiceAccount(ServiceAccount),
+    /// Cluster-wide rules (watching every namespace).
+    ClusterRole(ClusterRole),
+    /// Its binding.
+    ClusterRoleBinding(ClusterRoleBinding),
+    /// Namespaced rules.
+    Role(Role),
+    /// Their binding.
+    RoleBinding(RoleBinding),
+}
+
+/// The RBAC objects for an operator named `name` in `namespace` watching `watched`
+/// namespaces (empty: all, through a ClusterRole).
+pub fn objects(name: &str, namespace: &str, watched: &[String]) -> Vec<RbacObject> {
+    let subject = Subject {
+        kind: "ServiceAccount".into(),
+        name: name.into(),
+        namespace: Some(namespace.into()),
+        ..Subject::default()
+    };
+    let mut out = vec![RbacObject::ServiceAccount(ServiceAccount {
+        metadata: meta(name, Some(namespace)),
+        automount_service_account_token: Some(true),
+        ..ServiceAccount::default()
+    })];
+    if watched.is_empty() {
+        out.push(RbacObject::ClusterRole(ClusterRole {
+            metadata: meta(name, None),
+            rules: Some(policy_rules(Scope::Watched)),
+            ..ClusterRole::default()
+        }));
+        out.push(RbacObject::ClusterRoleBinding(ClusterRoleBinding {
+            metadata: meta(name, None),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: name.into(),
+            },
+            subjects: Some(vec![subject.clone()]),
+        }));
+    } else {
+        for ns in watched {
+            out.push(RbacObject::Role(Role {
+                metadata: meta(name, Some(ns)),
+                rules: Some(policy_rules(Scope::Watched)),
+            }));
+            out.push(RbacObject::RoleBinding(role_binding(
+                name, ns, &subject, name,
+            )));
+        }
+    }
+    let leader = format!("{name}-leader-election");
+    out.push(RbacObject::Role(Role {
+        metadata: meta(&leader, Some(namespace)),
+        rules: Some(policy_rules(Scope::Operator)),
+    }));
+    out.push(RbacObject::RoleBinding(role_binding(
+        &leader, namespace, &subject, &leader,
+    )));
+    out
+}
+
+fn role_binding(name: &str, namespace: &str, subject: &Subject, role: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(name, Some(namespace)),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![subject.clone()]),
+    }
+}
+
+/// The RBAC objects as a YAML stream.
+pub fn to_yaml(
+    name: &str,
+    namespace: &str,
+    watched: &[String],
+) -> Result<String, serde_saphyr::SerializeError> {
+    let mut out = String::new();
+    for object in objects(name, namespace, watched) {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&object)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_beyond_need() {
+        for rule in RULES {
+            assert!(!rule.verbs.contains(&"*"), "wildcard verb in {rule:?}");
+            assert!(
+                !rule.resources.contains(&"*"),
+                "wildcard resource in {rule:?}"
+            );
+            assert!(
+                !rule.resources.contains(&"secrets"),
+                "Drover reads no Secrets yet: {rule:?}"
+            );
+            assert!(!rule.why.is_empty());
+        }
+    }
+
+    #[test]
+    fn namespaced_install_has_no_cluster_role() {
+        let yaml = to_yaml("drover", "drover-system", &["ml".into()]).unwrap();
+        assert!(!yaml.contains("kind: ClusterRole"), "{yaml}");
+        assert!(yaml.contains("namespace: ml"));
+        let all = to_yaml("drover", "drover-system", &[]).unwrap();
+        assert!(all.contains("kind: ClusterRole\n"));
+    }
+}
