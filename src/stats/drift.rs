@@ -9,9 +9,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
+use super::StatsError;
 use super::histogram::{BinLayout, FeatureHistogram};
 use super::kolmogorov::kolmogorov_sf;
-use super::StatsError;
 
 /// PSI smoothing: a bin proportion of exactly zero is replaced by this value
 /// (the other proportions are left as they are), so an empty bin on either
@@ -335,7 +335,9 @@ pub fn score(
         }
     };
     if !value.is_finite() || p_value.is_some_and(|p| !p.is_finite()) {
-        return Err(StatsError::NonFinite { what: "drift score" });
+        return Err(StatsError::NonFinite {
+            what: "drift score",
+        });
     }
     Ok(DriftScore {
         method,
@@ -396,9 +398,21 @@ mod tests {
     #[test]
     fn jensen_shannon_matches_scipy() {
         // scipy.spatial.distance.jensenshannon(ref, cur, base=2)
-        assert_rel(jensen_shannon(&REF_A, &CUR_A).unwrap(), 0.1842669127483246, EXACT);
-        assert_rel(jensen_shannon(&REF_C, &CUR_C).unwrap(), 0.14172439951454352, EXACT);
-        assert_rel(jensen_shannon(&REF_D, &CUR_D).unwrap(), 0.14413566826780855, EXACT);
+        assert_rel(
+            jensen_shannon(&REF_A, &CUR_A).unwrap(),
+            0.1842669127483246,
+            EXACT,
+        );
+        assert_rel(
+            jensen_shannon(&REF_C, &CUR_C).unwrap(),
+            0.14172439951454352,
+            EXACT,
+        );
+        assert_rel(
+            jensen_shannon(&REF_D, &CUR_D).unwrap(),
+            0.14413566826780855,
+            EXACT,
+        );
         // Disjoint supports are the maximum distance.
         assert_rel(jensen_shannon(&[5, 0], &[0, 3]).unwrap(), 1.0, 1e-12);
     }
@@ -439,7 +453,11 @@ mod tests {
             EXACT,
         );
         // Single edge, degenerate reference: divided by the position span (2).
-        assert_rel(wasserstein(&[10, 0], &[7, 3], &[3.0]).unwrap(), 0.30000000000000004, EXACT);
+        assert_rel(
+            wasserstein(&[10, 0], &[7, 3], &[3.0]).unwrap(),
+            0.30000000000000004,
+            EXACT,
+        );
         assert_eq!(wasserstein(&[4], &[9], &[]).unwrap(), 0.0);
         assert!(matches!(
             wasserstein(&REF_A, &CUR_A, &[0.0, 1.0]),
@@ -451,11 +469,25 @@ mod tests {
     fn chi_square_matches_scipy_chi2_contingency() {
         // scipy.stats.chi2_contingency([ref, cur], correction=False) on the
         // bins that are non-empty in either sample
-        let cases: [(&[u64], &[u64], f64, u64, f64); 4] = [
-            (&REF_A, &CUR_A, 28.357720446669234, 5, 3.0982330138321055e-05),
+        // (reference, current, statistic, dof, p-value)
+        type Case<'a> = (&'a [u64], &'a [u64], f64, u64, f64);
+        let cases: [Case; 4] = [
+            (
+                &REF_A,
+                &CUR_A,
+                28.357720446669234,
+                5,
+                3.0982330138321055e-05,
+            ),
             (&REF_C, &CUR_C, 44.071297684491086, 4, 6.200686181487926e-09),
             (&REF_D, &CUR_D, 2.0252782931354356, 2, 0.36325901959641044),
-            (&REF_E, &CUR_E, 1166.6666666666665, 2, 4.587248032856554e-254),
+            (
+                &REF_E,
+                &CUR_E,
+                1166.6666666666665,
+                2,
+                4.587248032856554e-254,
+            ),
         ];
         for (r, c, statistic, dof, p_value) in cases {
             let result = chi_square(r, c).unwrap();
@@ -468,7 +500,10 @@ mod tests {
     #[test]
     fn chi_square_with_a_single_occupied_bin_is_no_evidence() {
         let result = chi_square(&[0, 7, 0], &[0, 3, 0]).unwrap();
-        assert_eq!((result.statistic, result.dof, result.p_value), (0.0, 0, 1.0));
+        assert_eq!(
+            (result.statistic, result.dof, result.p_value),
+            (0.0, 0, 1.0)
+        );
     }
 
     #[test]
@@ -500,9 +535,18 @@ mod tests {
             },
         ];
         for measure in measures {
-            assert_eq!(measure(&[], &[]), Err(StatsError::Empty { which: "reference" }));
-            assert_eq!(measure(&[0, 0], &[1, 1]), Err(StatsError::Empty { which: "reference" }));
-            assert_eq!(measure(&[1, 1], &[0, 0]), Err(StatsError::Empty { which: "current" }));
+            assert_eq!(
+                measure(&[], &[]),
+                Err(StatsError::Empty { which: "reference" })
+            );
+            assert_eq!(
+                measure(&[0, 0], &[1, 1]),
+                Err(StatsError::Empty { which: "reference" })
+            );
+            assert_eq!(
+                measure(&[1, 1], &[0, 0]),
+                Err(StatsError::Empty { which: "current" })
+            );
             assert_eq!(
                 measure(&[1, 2], &[1, 2, 3]),
                 Err(StatsError::LengthMismatch {
@@ -549,10 +593,18 @@ mod tests {
             }
         };
         check(DriftMethod::Psi, 0.22872909931791535, None);
-        check(DriftMethod::Ks, 0.14904761904761904, Some(0.0015275823800164725));
+        check(
+            DriftMethod::Ks,
+            0.14904761904761904,
+            Some(0.0015275823800164725),
+        );
         check(DriftMethod::JensenShannon, 0.1842669127483246, None);
         check(DriftMethod::Wasserstein, 0.41848748285577475, None);
-        check(DriftMethod::ChiSquare, 28.357720446669234, Some(3.0982330138321055e-05));
+        check(
+            DriftMethod::ChiSquare,
+            28.357720446669234,
+            Some(3.0982330138321055e-05),
+        );
     }
 
     #[test]
@@ -560,9 +612,16 @@ mod tests {
         let names = ["a", "b", "c", "d"].map(String::from).to_vec();
         let layout = BinLayout::categorical(names).unwrap();
         let (r, c) = (histogram(&layout, &REF_C), histogram(&layout, &CUR_C));
-        assert_rel(score(DriftMethod::Psi, &r, &c).unwrap().value, 0.19880424994751922, EXACT);
         assert_rel(
-            score(DriftMethod::ChiSquare, &r, &c).unwrap().p_value.unwrap(),
+            score(DriftMethod::Psi, &r, &c).unwrap().value,
+            0.19880424994751922,
+            EXACT,
+        );
+        assert_rel(
+            score(DriftMethod::ChiSquare, &r, &c)
+                .unwrap()
+                .p_value
+                .unwrap(),
             6.200686181487926e-09,
             EXACT,
         );

@@ -537,7 +537,9 @@ mod tests {
         assert!(FeatureHistogram::new(bad).is_err());
         assert_eq!(BinLayout::numeric(vec![]).unwrap().bin_count(), 1);
         assert_eq!(
-            BinLayout::categorical(vec!["x".into()]).unwrap().bin_count(),
+            BinLayout::categorical(vec!["x".into()])
+                .unwrap()
+                .bin_count(),
             2
         );
     }
@@ -581,9 +583,11 @@ mod tests {
         let many: Vec<f64> = (0..5_000).map(f64::from).collect();
         assert_eq!(edges_of(&many, usize::MAX).len(), MAX_LEARNED_BINS - 1);
         // Whatever the input, the learned layout is valid.
-        assert!(BinLayout::learn_numeric(&[3.0, 1.0, f64::NAN, 2.0], 7)
-            .validate()
-            .is_ok());
+        assert!(
+            BinLayout::learn_numeric(&[3.0, 1.0, f64::NAN, 2.0], 7)
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -628,10 +632,7 @@ mod tests {
         assert_eq!(m.counts(), &[1, 1]);
         assert_eq!((m.count(), m.missing(), m.non_finite()), (2, 1, 1));
         assert_eq!((m.sum(), m.sum_sq()), (2.5, 4.25));
-        assert_eq!(
-            a.merge(&numeric(&[2.0])),
-            Err(StatsError::LayoutMismatch)
-        );
+        assert_eq!(a.merge(&numeric(&[2.0])), Err(StatsError::LayoutMismatch));
         assert_eq!(a.merge(&categorical(&[])), Err(StatsError::LayoutMismatch));
     }
 
@@ -669,10 +670,7 @@ mod tests {
             restarted.delta(&earlier),
             Err(StatsError::CounterWentBackwards { counter: "counts" })
         );
-        assert_eq!(
-            h.delta(&numeric(&[2.0])),
-            Err(StatsError::LayoutMismatch)
-        );
+        assert_eq!(h.delta(&numeric(&[2.0])), Err(StatsError::LayoutMismatch));
     }
 
     #[test]
@@ -681,7 +679,10 @@ mod tests {
         h.observe_number(0.1);
         h.observe_number(0.2);
         let window = h.delta(&h).unwrap();
-        assert_eq!((window.count(), window.sum(), window.sum_sq()), (0, 0.0, 0.0));
+        assert_eq!(
+            (window.count(), window.sum(), window.sum_sq()),
+            (0, 0.0, 0.0)
+        );
         assert_eq!(window.mean(), None);
     }
 
@@ -839,7 +840,9 @@ mod tests {
             }
             per_category.push(start.elapsed().as_nanos() as f64 / (rounds * refs.len()) as f64);
         }
-        println!("observe_number: {per_number:.1} ns, observe_category (10 / 200 categories): {per_category:.1?} ns");
+        println!(
+            "observe_number: {per_number:.1} ns, observe_category (10 / 200 categories): {per_category:.1?} ns"
+        );
         black_box((h, per_category));
     }
 }

@@ -55,7 +55,10 @@ mod tests {
 
     fn assert_rel(actual: f64, expected: f64, tol: f64) {
         let err = (actual - expected).abs() / expected.abs().max(f64::MIN_POSITIVE);
-        assert!(err <= tol, "actual {actual}, expected {expected}, rel err {err}");
+        assert!(
+            err <= tol,
+            "actual {actual}, expected {expected}, rel err {err}"
+        );
     }
 
     #[test]

@@ -293,7 +293,11 @@ mod tests {
     #[test]
     fn pinned_constants_match_their_definitions() {
         assert_rel(LN_GAMMA, GAMMA.ln(), 1e-15);
-        assert_rel(LN_REPRESENTATIVE_OFFSET, (1.0 - RELATIVE_ACCURACY).ln(), 1e-15);
+        assert_rel(
+            LN_REPRESENTATIVE_OFFSET,
+            (1.0 - RELATIVE_ACCURACY).ln(),
+            1e-15,
+        );
         // Same quantity; `2 / (gamma + 1)` itself carries a rounding error.
         assert_rel(LN_REPRESENTATIVE_OFFSET, (2.0 / (GAMMA + 1.0)).ln(), 1e-13);
     }
@@ -320,7 +324,11 @@ mod tests {
             let i = bucket_index(x);
             assert_rel(LatencySketch::bucket_value(i), x, TOLERANCE);
             let boundary = GAMMA.powi(i);
-            assert_rel(LatencySketch::bucket_value(bucket_index(boundary)), boundary, TOLERANCE);
+            assert_rel(
+                LatencySketch::bucket_value(bucket_index(boundary)),
+                boundary,
+                TOLERANCE,
+            );
         }
     }
 
@@ -394,7 +402,11 @@ mod tests {
         for q in [f64::NAN, -0.1, 1.5, f64::INFINITY] {
             assert_eq!(s.quantile(q), None);
         }
-        assert_rel(s.mean().unwrap(), (2.0 + MIN_INDEXABLE_SECONDS) / 3.0, 1e-12);
+        assert_rel(
+            s.mean().unwrap(),
+            (2.0 + MIN_INDEXABLE_SECONDS) / 3.0,
+            1e-12,
+        );
         let single = sketch_of(&[f64::MAX]);
         assert!(single.quantile(0.5).unwrap().is_finite());
     }
@@ -404,7 +416,10 @@ mod tests {
         let a = sketch_of(&[0.001, 0.002, 0.5, 0.0]);
         let b = sketch_of(&[0.002, 3.0, f64::NAN]);
         let merged = a.merge(&b).unwrap();
-        assert_eq!(merged, sketch_of(&[0.001, 0.002, 0.5, 0.0, 0.002, 3.0, f64::NAN]));
+        assert_eq!(
+            merged,
+            sketch_of(&[0.001, 0.002, 0.5, 0.0, 0.002, 3.0, f64::NAN])
+        );
         assert_eq!(merged.delta(&a).unwrap(), b);
         assert_eq!(merged.delta(&merged).unwrap(), LatencySketch::new());
         assert_eq!(
@@ -439,7 +454,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<LatencySketch>(&json).unwrap(), s);
         let parse = |json: &str| serde_json::from_str::<LatencySketch>(json);
         // Zero-count buckets are dropped so equal sketches compare equal.
-        let with_empty = parse(r#"{"zeroCount":1,"buckets":{"0":2,"5":0},"count":3,"invalid":0,"sum":2.0}"#);
+        let with_empty =
+            parse(r#"{"zeroCount":1,"buckets":{"0":2,"5":0},"count":3,"invalid":0,"sum":2.0}"#);
         assert_eq!(with_empty.unwrap(), s);
         for bad in [
             r#"{"zeroCount":1,"buckets":{"0":2},"count":4,"invalid":0,"sum":2.0}"#,

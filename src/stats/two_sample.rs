@@ -93,9 +93,9 @@ pub fn error_rate_exceeds(
     let (n_c, n_s) = (canary.requests as f64, stable.requests as f64);
     let (p_c, p_s) = (canary.errors as f64 / n_c, stable.errors as f64 / n_s);
     let pooled = (canary.errors as f64 + stable.errors as f64) / (n_c + n_s);
-    let sufficient = [n_c, n_s].iter().all(|&n| {
-        n * pooled >= MIN_EXPECTED_COUNT && n * (1.0 - pooled) >= MIN_EXPECTED_COUNT
-    });
+    let sufficient = [n_c, n_s]
+        .iter()
+        .all(|&n| n * pooled >= MIN_EXPECTED_COUNT && n * (1.0 - pooled) >= MIN_EXPECTED_COUNT);
     let unpooled_se = (p_c * (1.0 - p_c) / n_c + p_s * (1.0 - p_s) / n_s).sqrt();
     let se = if unpooled_se > 0.0 {
         unpooled_se
@@ -203,4 +203,202 @@ pub fn bonferroni_alpha(alpha: f64, tests: usize) -> Result<f64, StatsError> {
         });
     }
     Ok(alpha / tests as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::stats::test_support::assert_rel;
+
+    const EXACT: f64 = 1e-9;
+
+    fn outcomes(errors: u64, requests: u64) -> RequestOutcomes {
+        RequestOutcomes { errors, requests }
+    }
+
+    #[test]
+    fn error_rate_test_matches_scipy_normal_tail() {
+        // z from the unpooled Wald formula; p = scipy.stats.norm.sf(z)
+        let cases = [
+            (
+                30,
+                1000,
+                20,
+                1200,
+                0.005,
+                1.2744214484039154,
+                0.1012570474980658,
+            ),
+            (
+                30,
+                1000,
+                20,
+                1200,
+                0.0,
+                2.0390743174462647,
+                0.020721305485848496,
+            ),
+            (
+                12,
+                800,
+                40,
+                900,
+                0.01,
+                -4.867953138442103,
+                0.9999994361997057,
+            ),
+        ];
+        for (ec, nc, es, ns, margin, z, p_value) in cases {
+            let result = error_rate_exceeds(outcomes(ec, nc), outcomes(es, ns), margin).unwrap();
+            assert!(result.sufficient);
+            assert_rel(result.z, z, EXACT);
+            assert_rel(result.p_value, p_value, EXACT);
+        }
+    }
+
+    #[test]
+    fn error_rate_test_flags_insufficient_samples() {
+        // Pooled rate 6/2000: 1000 * 0.003 = 3 expected errors per group < 5.
+        let few = error_rate_exceeds(outcomes(5, 1000), outcomes(1, 1000), 0.0).unwrap();
+        assert!(!few.sufficient);
+        assert!(few.z.is_finite() && (0.0..=1.0).contains(&few.p_value));
+        // Pooled rate 10/2000 gives exactly 5 expected errors per group.
+        let enough = error_rate_exceeds(outcomes(6, 1000), outcomes(4, 1000), 0.0).unwrap();
+        assert!(enough.sufficient);
+        // No traffic yet.
+        let none = error_rate_exceeds(outcomes(0, 0), outcomes(3, 100), 0.0).unwrap();
+        assert_eq!((none.z, none.p_value, none.sufficient), (0.0, 1.0, false));
+        // No errors anywhere: zero standard error, no evidence.
+        let clean = error_rate_exceeds(outcomes(0, 500), outcomes(0, 500), 0.0).unwrap();
+        assert_eq!(
+            (clean.z, clean.p_value, clean.sufficient),
+            (0.0, 1.0, false)
+        );
+    }
+
+    #[test]
+    fn error_rate_test_falls_back_to_the_pooled_error() {
+        // All canary requests fail, no stable one does: unpooled SE is 0.
+        let result = error_rate_exceeds(outcomes(50, 50), outcomes(0, 50), 0.1).unwrap();
+        let pooled_se = (0.5f64 * 0.5 * (1.0 / 50.0 + 1.0 / 50.0)).sqrt();
+        assert!(result.sufficient);
+        assert_rel(result.z, 0.9 / pooled_se, 1e-12);
+        assert!(result.p_value < 1e-10);
+    }
+
+    #[test]
+    fn error_rate_test_rejects_bad_arguments() {
+        for margin in [f64::NAN, 1.0, -1.0, f64::INFINITY] {
+            assert!(matches!(
+                error_rate_exceeds(outcomes(1, 10), outcomes(1, 10), margin),
+                Err(StatsError::InvalidArgument { name: "margin", .. })
+            ));
+        }
+        assert!(matches!(
+            error_rate_exceeds(outcomes(11, 10), outcomes(1, 10), 0.0),
+            Err(StatsError::InvalidArgument { name: "errors", .. })
+        ));
+    }
+
+    const CANARY_M: [u64; 7] = [3, 10, 25, 40, 30, 12, 5];
+    const STABLE_M: [u64; 7] = [5, 18, 35, 40, 20, 6, 1];
+
+    #[test]
+    fn mann_whitney_matches_scipy() {
+        // scipy.stats.mannwhitneyu(np.repeat(pos, canary), np.repeat(pos, stable),
+        //     alternative='greater', method='asymptotic', use_continuity=True)
+        let cases: [(&[u64], &[u64], f64, f64); 3] = [
+            (&CANARY_M, &STABLE_M, 9594.5, 0.0006682794344112136),
+            (&STABLE_M, &CANARY_M, 6030.5, 0.9993358928104064),
+            (&[0, 7, 1], &[4, 20, 0], 122.0, 0.03923212713278383),
+        ];
+        for (canary, stable, u, p_value) in cases {
+            let result = mann_whitney_greater(canary, stable).unwrap();
+            assert_rel(result.u, u, EXACT);
+            assert_rel(result.p_value, p_value, EXACT);
+            assert_rel(standard_normal_sf(result.z), p_value, EXACT);
+        }
+    }
+
+    #[test]
+    fn mann_whitney_works_on_sketch_buckets() {
+        let mut canary = crate::stats::LatencySketch::new();
+        let mut stable = crate::stats::LatencySketch::new();
+        for i in 0..200 {
+            stable.record(0.010 + f64::from(i % 20) * 0.001);
+            canary.record(0.012 + f64::from(i % 20) * 0.001);
+        }
+        let (c, s) = canary.aligned_counts(&stable);
+        let slower = mann_whitney_greater(&c, &s).unwrap();
+        assert!(slower.p_value < 0.01, "{slower:?}");
+        let faster = mann_whitney_greater(&s, &c).unwrap();
+        assert!(faster.p_value > 0.99, "{faster:?}");
+    }
+
+    #[test]
+    fn mann_whitney_degenerate_inputs() {
+        let all_tied = mann_whitney_greater(&[0, 5, 0], &[0, 9, 0]).unwrap();
+        assert_eq!((all_tied.u, all_tied.z, all_tied.p_value), (22.5, 0.0, 1.0));
+        assert_eq!(
+            mann_whitney_greater(&[0, 0], &[1, 2]),
+            Err(StatsError::Empty { which: "canary" })
+        );
+        assert_eq!(
+            mann_whitney_greater(&[1, 2], &[]),
+            Err(StatsError::LengthMismatch {
+                reference: 2,
+                current: 0
+            })
+        );
+        assert_eq!(
+            mann_whitney_greater(&[], &[]),
+            Err(StatsError::Empty { which: "canary" })
+        );
+    }
+
+    #[test]
+    fn bonferroni_scales_and_caps() {
+        assert_eq!(
+            bonferroni(&[0.01, 0.2, 0.5, 0.0]).unwrap(),
+            vec![0.04, 0.8, 1.0, 0.0]
+        );
+        assert_eq!(bonferroni(&[]).unwrap(), Vec::<f64>::new());
+        for bad in [f64::NAN, -0.1, 1.1] {
+            assert!(bonferroni(&[0.1, bad]).is_err());
+        }
+        assert_rel(bonferroni_alpha(0.05, 5).unwrap(), 0.01, 1e-15);
+        assert!(bonferroni_alpha(0.05, 0).is_err());
+        for bad in [0.0, 1.0, f64::NAN, -0.5] {
+            assert!(bonferroni_alpha(bad, 3).is_err());
+        }
+    }
+
+    proptest! {
+        /// U always lies in [0, n1 n2] and p-values in [0, 1], for any counts.
+        #[test]
+        fn mann_whitney_is_well_behaved(
+            pairs in prop::collection::vec((0u64..10_000, 0u64..10_000), 1..15),
+        ) {
+            let (c, s): (Vec<u64>, Vec<u64>) = pairs.into_iter().unzip();
+            if let Ok(r) = mann_whitney_greater(&c, &s) {
+                let (n1, n2) = (c.iter().sum::<u64>() as f64, s.iter().sum::<u64>() as f64);
+                prop_assert!(r.u >= 0.0 && r.u <= n1 * n2);
+                prop_assert!(r.z.is_finite());
+                prop_assert!((0.0..=1.0).contains(&r.p_value));
+            }
+        }
+
+        #[test]
+        fn error_rate_test_never_yields_nan(
+            ec in 0u64..2_000, nc in 0u64..2_000, es in 0u64..2_000, ns in 0u64..2_000,
+            margin in -0.99..0.99f64,
+        ) {
+            if let Ok(r) = error_rate_exceeds(outcomes(ec, nc), outcomes(es, ns), margin) {
+                prop_assert!(r.z.is_finite());
+                prop_assert!((0.0..=1.0).contains(&r.p_value));
+            }
+        }
+    }
 }

@@ -718,3 +718,6 @@ fn humanize(d: Duration) -> String {
         (h, m, _) => format!("{h}h{m}m"),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,366 @@
+//! Table-style tests of the planner: feed objects in, assert the actions and status out.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::api::{ConditionStatus, ModelDeployment, Phase};
+use crate::build::{Child, ChildKind};
+use crate::conditions::{self, DEGRADED, IMMEDIATE_FALLBACK, PROGRESSING, READY, STALLED};
+use crate::revision::revision_of;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + secs).unwrap()
+}
+
+fn md(extra: &str) -> ModelDeployment {
+    let yaml = format!(
+        "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: fraud, namespace: ml, uid: u-1, generation: 1}}\nspec:\n  model: {{version: '1.0.0', image: 'fraud:1.0.0'}}\n{extra}"
+    );
+    serde_saphyr::from_str(&yaml).unwrap()
+}
+
+fn with_version(mut m: ModelDeployment, version: &str) -> ModelDeployment {
+    m.spec.model.version = version.into();
+    m.spec.model.image = format!("fraud:{version}");
+    m.metadata.generation = Some(m.metadata.generation.unwrap_or(1) + 1);
+    m
+}
+
+/// The observed state after the plan's applies landed, with every revision as `ready` says.
+fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) -> Observed {
+    let mut next = observed.clone();
+    for action in &plan.actions {
+        match action {
+            Action::Apply(Child::Deployment(d)) => {
+                let name = d.metadata.name.clone().unwrap();
+                let hash = d.metadata.labels.as_ref().unwrap()[crate::naming::LABEL_REVISION].clone();
+                let replicas = d.spec.as_ref().unwrap().replicas;
+                next.revisions.retain(|r| r.name != name);
+                next.revisions.push(ObservedRevision {
+                    name,
+                    hash,
+                    version: d.metadata.labels.as_ref().unwrap()[crate::naming::LABEL_VERSION].clone(),
+                    spec_hash: Child::Deployment(d.clone()).spec_hash().map(str::to_string),
+                    replicas: replicas.or(Some(1)),
+                    ready_replicas: 0,
+                    complete: false,
+                    available: false,
+                });
+            }
+            Action::Apply(Child::Service(s)) => {
+                next.service = Some(ObservedService {
+                    spec_hash: Child::Service(s.clone()).spec_hash().map(str::to_string),
+                    serving_revision: s.spec.as_ref().unwrap().selector.as_ref().unwrap()
+                        [crate::naming::LABEL_REVISION]
+                        .clone()
+                        .into(),
+                });
+            }
+            Action::Apply(Child::Autoscaler(h)) => {
+                next.autoscaler = Some(ObservedAutoscaler {
+                    spec_hash: Child::Autoscaler(h.clone()).spec_hash().map(str::to_string),
+                    target: h.spec.as_ref().unwrap().scale_target_ref.name.clone(),
+                });
+            }
+            Action::Scale { deployment, replicas } => {
+                if let Some(r) = next.revisions.iter_mut().find(|r| &r.name == deployment) {
+                    r.replicas = Some(*replicas);
+                }
+            }
+            Action::Delete(r) => match r.kind {
+                ChildKind::Deployment => next.revisions.retain(|d| d.name != r.name),
+                ChildKind::Service => next.service = None,
+                ChildKind::Autoscaler => next.autoscaler = None,
+            },
+        }
+    }
+    for r in &mut next.revisions {
+        if complete.contains(&r.hash.as_str()) {
+            r.complete = true;
+            r.available = true;
+            r.ready_replicas = r.replicas.unwrap_or(1);
+        }
+    }
+    next
+}
+
+fn applied_kinds(plan: &Plan) -> Vec<String> {
+    plan.actions
+        .iter()
+        .map(|a| match a {
+            Action::Apply(c) => format!("apply {} {}", c.reference().kind.as_str(), c.reference().name),
+            Action::Scale { deployment, replicas } => format!("scale {deployment} {replicas}"),
+            Action::Delete(r) => format!("delete {} {}", r.kind.as_str(), r.name),
+        })
+        .collect()
+}
+
+fn settle(m: &mut ModelDeployment, observed: &Observed, now: Timestamp) -> Plan {
+    let p = plan(m, observed, now);
+    m.status = Some(p.status.clone());
+    p
+}
+
+#[test]
+fn first_revision_creates_deployment_and_service_then_becomes_stable() {
+    let mut m = md("");
+    let rev = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    assert_eq!(
+        applied_kinds(&p),
+        vec![format!("apply Deployment fraud-{rev}"), "apply Service fraud".to_string()]
+    );
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+    assert_eq!(p.status.observed_generation, Some(1));
+    assert!(conditions::is_true(&p.status.conditions, PROGRESSING));
+    assert!(!conditions::is_true(&p.status.conditions, READY));
+    assert_eq!(p.notices[0].reason, reason::ROLLOUT_STARTED);
+
+    let observed = apply_plan(&Observed::default(), &p, &[&rev]);
+    let p = settle(&mut m, &observed, at(30));
+    assert!(p.actions.is_empty(), "{:?}", applied_kinds(&p));
+    assert_eq!(p.status.phase, Some(Phase::Healthy));
+    assert_eq!(p.status.stable.as_ref().unwrap().hash, rev);
+    assert!(p.status.canary.is_none());
+    assert!(conditions::is_true(&p.status.conditions, READY));
+    assert!(!conditions::is_true(&p.status.conditions, PROGRESSING));
+    assert_eq!(p.notices.iter().map(|n| n.reason).collect::<Vec<_>>(), vec![reason::ROLLOUT_COMPLETE]);
+
+    // Unchanged: no action, the same status, no notice.
+    let again = plan(&m, &observed, at(90));
+    assert!(again.actions.is_empty());
+    assert_eq!(Some(&again.status), m.status.as_ref());
+    assert!(again.notices.is_empty());
+}
+
+#[test]
+fn a_new_version_comes_up_beside_stable_and_replaces_it_once_complete() {
+    let mut m = md("");
+    let old = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    let observed = apply_plan(&Observed::default(), &p, &[&old]);
+    settle(&mut m, &observed, at(10));
+
+    let mut m = with_version(m, "1.1.0");
+    let new = revision_of(&m.spec);
+    assert_ne!(old, new);
+    let p = settle(&mut m, &observed, at(20));
+    assert_eq!(applied_kinds(&p), vec![format!("apply Deployment fraud-{new}")], "Service keeps stable");
+    assert_eq!(p.status.stable.as_ref().unwrap().hash, old);
+    assert_eq!(p.status.stable.as_ref().unwrap().version, "1.0.0");
+    assert_eq!(p.status.canary.as_ref().unwrap().hash, new);
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+    assert!(conditions::is_true(&p.status.conditions, READY), "stable still serves");
+
+    let observed = apply_plan(&observed, &p, &[&old]);
+    let p = settle(&mut m, &observed, at(30));
+    assert!(p.actions.is_empty(), "waiting: {:?}", applied_kinds(&p));
+
+    let observed = apply_plan(&observed, &p, &[&old, &new]);
+    let p = settle(&mut m, &observed, at(40));
+    assert_eq!(
+        applied_kinds(&p),
+        vec!["apply Service fraud".to_string(), format!("delete Deployment fraud-{old}")]
+    );
+    assert_eq!(p.status.stable.as_ref().unwrap().hash, new);
+    assert_eq!(p.status.stable.as_ref().unwrap().version, "1.1.0");
+    assert!(p.status.canary.is_none());
+    assert_eq!(p.status.phase, Some(Phase::Healthy));
+}
+
+#[test]
+fn under_autoscaling_replicas_are_never_applied_and_the_hpa_moves_after_completion() {
+    let mut m = md("  autoscaling: {minReplicas: 2, maxReplicas: 10}\n");
+    let old = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    for a in &p.actions {
+        if let Action::Apply(Child::Deployment(d)) = a {
+            assert_eq!(d.spec.as_ref().unwrap().replicas, None, "HPA owns replicas");
+        }
+    }
+    assert!(applied_kinds(&p).contains(&"apply HorizontalPodAutoscaler fraud".to_string()));
+    let mut observed = apply_plan(&Observed::default(), &p, &[&old]);
+    // The HPA scaled stable to 6.
+    observed.revisions[0].replicas = Some(6);
+    settle(&mut m, &observed, at(10));
+
+    let mut m = with_version(m, "2.0.0");
+    let new = revision_of(&m.spec);
+    let p = settle(&mut m, &observed, at(20));
+    // Created without replicas, then started at stable's current count by the scale manager.
+    assert_eq!(
+        applied_kinds(&p),
+        vec![format!("apply Deployment fraud-{new}"), format!("scale fraud-{new} 6")]
+    );
+    let observed = apply_plan(&observed, &p, &[&old]);
+    let p = settle(&mut m, &observed, at(25));
+    assert!(p.actions.is_empty(), "no repeated scale: {:?}", applied_kinds(&p));
+    let observed = apply_plan(&observed, &p, &[&old, &new]);
+    let p = settle(&mut m, &observed, at(30));
+    assert_eq!(
+        applied_kinds(&p),
+        vec![
+            "apply Service fraud".to_string(),
+            "apply HorizontalPodAutoscaler fraud".to_string(),
+            format!("delete Deployment fraud-{old}")
+        ]
+    );
+    let hpa_target = p.actions.iter().find_map(|a| match a {
+        Action::Apply(Child::Autoscaler(h)) => Some(h.spec.as_ref().unwrap().scale_target_ref.name.clone()),
+        _ => None,
+    });
+    assert_eq!(hpa_target, Some(format!("fraud-{new}")));
+}
+
+#[test]
+fn turning_autoscaling_on_hands_replicas_over_before_dropping_them() {
+    let mut m = md("  replicas: 4\n");
+    let rev = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    let observed = apply_plan(&Observed::default(), &p, &[&rev]);
+    settle(&mut m, &observed, at(10));
+    m.spec.autoscaling = serde_saphyr::from_str("{minReplicas: 2, maxReplicas: 10}").unwrap();
+    let p = settle(&mut m, &observed, at(20));
+    assert_eq!(
+        applied_kinds(&p),
+        vec![
+            format!("scale fraud-{rev} 4"),
+            format!("apply Deployment fraud-{rev}"),
+            "apply HorizontalPodAutoscaler fraud".to_string()
+        ],
+        "the scale manager must co-own replicas before the main apply drops them"
+    );
+    // Turning it off again: replicas back in the apply, HPA deleted.
+    let observed = apply_plan(&observed, &p, &[&rev]);
+    m.spec.autoscaling = None;
+    let p = settle(&mut m, &observed, at(30));
+    assert_eq!(
+        applied_kinds(&p),
+        vec![format!("apply Deployment fraud-{rev}"), "delete HorizontalPodAutoscaler fraud".to_string()]
+    );
+}
+
+#[test]
+fn an_invalid_spec_changes_nothing_and_says_why() {
+    let mut m = md("");
+    let rev = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    let observed = apply_plan(&Observed::default(), &p, &[&rev]);
+    settle(&mut m, &observed, at(10));
+    m.spec.rollout.interval = crate::api::GoDuration::new("soon");
+    let p = settle(&mut m, &observed, at(20));
+    assert!(p.actions.is_empty());
+    assert!(conditions::is_true(&p.status.conditions, STALLED));
+    assert!(conditions::is_true(&p.status.conditions, DEGRADED));
+    assert!(conditions::is_true(&p.status.conditions, READY), "stable keeps serving");
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    assert!(p.status.message.as_ref().unwrap().contains("spec.rollout.interval"));
+    assert_eq!(p.notices.len(), 1);
+    assert_eq!(p.notices[0].reason, reason::INVALID_SPEC);
+    assert!(p.requeue_after.is_none(), "waits for a change, no hot loop");
+    // Same invalid spec again: no second notice.
+    assert!(plan(&m, &observed, at(30)).notices.is_empty());
+}
+
+#[test]
+fn a_missing_reference_profile_blocks_the_new_revision_and_retries_slowly() {
+    let mut m = md("  monitoring: {reference: {configMapRef: {name: fraud-ref}}}\n");
+    let observed = Observed {
+        reference: ReferenceState::MissingConfigMap,
+        ..Observed::default()
+    };
+    let p = settle(&mut m, &observed, at(0));
+    assert!(p.actions.is_empty(), "{:?}", applied_kinds(&p));
+    let stalled = conditions::get(&p.status.conditions, STALLED).unwrap();
+    assert_eq!(stalled.reason, reason::REFERENCE_NOT_FOUND);
+    assert!(stalled.message.contains("fraud-ref"));
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.requeue_after, Some(MISSING_REFERENCE_RETRY));
+    let found = Observed {
+        reference: ReferenceState::Found,
+        ..Observed::default()
+    };
+    let p = settle(&mut m, &found, at(10));
+    assert_eq!(p.actions.len(), 2);
+    assert_eq!(
+        conditions::get(&p.status.conditions, STALLED).unwrap().status,
+        ConditionStatus::False
+    );
+}
+
+#[test]
+fn progress_deadline_stalls_with_a_reason_and_keeps_stable() {
+    let mut m = md("  rollout: {progressDeadline: 5m}\n");
+    let old = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    let observed = apply_plan(&Observed::default(), &p, &[&old]);
+    settle(&mut m, &observed, at(10));
+    let mut m = with_version(m, "1.1.0");
+    let p = settle(&mut m, &observed, at(100));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(300)));
+    let observed = apply_plan(&observed, &p, &[&old]);
+    let p = settle(&mut m, &observed, at(250));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(150)), "deadline counts from the start");
+    let p = settle(&mut m, &observed, at(401));
+    let stalled = conditions::get(&p.status.conditions, STALLED).unwrap();
+    assert_eq!(stalled.reason, reason::PROGRESS_DEADLINE);
+    assert!(stalled.message.contains("5m"), "{}", stalled.message);
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    assert_eq!(p.status.stable.as_ref().unwrap().hash, old);
+    assert!(p.notices.iter().any(|n| n.reason == reason::PROGRESS_DEADLINE && n.warning));
+}
+
+#[test]
+fn lost_status_is_recovered_from_the_objects() {
+    let mut m = md("");
+    let old = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    let observed = apply_plan(&Observed::default(), &p, &[&old]);
+    let mut m = with_version(m, "1.1.0");
+    m.status = None;
+    let p = plan(&m, &observed, at(10));
+    assert_eq!(p.status.stable.as_ref().unwrap().hash, old, "the Service's selector tells");
+    assert!(
+        !applied_kinds(&p).iter().any(|a| a.starts_with("apply Service")),
+        "traffic stays on stable"
+    );
+}
+
+#[test]
+fn stale_revisions_are_deleted_and_strategy_fallback_is_announced() {
+    let mut m = md("");
+    let rev = revision_of(&m.spec);
+    let stray = ObservedRevision {
+        name: "fraud-0000000000".into(),
+        hash: "0000000000".into(),
+        ..ObservedRevision::default()
+    };
+    let observed = Observed {
+        revisions: vec![stray],
+        ..Observed::default()
+    };
+    let p = settle(&mut m, &observed, at(0));
+    assert!(applied_kinds(&p).contains(&"delete Deployment fraud-0000000000".to_string()));
+    assert!(conditions::is_true(&p.status.conditions, IMMEDIATE_FALLBACK));
+    m.spec.rollout.strategy = crate::api::RolloutStrategy::Immediate;
+    let p = plan(&m, &apply_plan(&observed, &p, &[&rev]), at(5));
+    assert!(conditions::get(&p.status.conditions, IMMEDIATE_FALLBACK).is_none());
+}
+
+#[test]
+fn a_stable_revision_that_loses_its_pods_is_degraded() {
+    let mut m = md("");
+    let rev = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    let mut observed = apply_plan(&Observed::default(), &p, &[&rev]);
+    settle(&mut m, &observed, at(10));
+    observed.revisions[0].available = false;
+    observed.revisions[0].complete = false;
+    let p = settle(&mut m, &observed, at(20));
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    assert!(!conditions::is_true(&p.status.conditions, READY));
+    assert!(p.notices.iter().any(|n| n.reason == reason::STABLE_UNAVAILABLE));
+    assert!(p.actions.is_empty(), "nothing to rewrite: {:?}", applied_kinds(&p));
+}
