@@ -35,13 +35,15 @@ fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) -> Observed {
         match action {
             Action::Apply(Child::Deployment(d)) => {
                 let name = d.metadata.name.clone().unwrap();
-                let hash = d.metadata.labels.as_ref().unwrap()[crate::naming::LABEL_REVISION].clone();
+                let hash =
+                    d.metadata.labels.as_ref().unwrap()[crate::naming::LABEL_REVISION].clone();
                 let replicas = d.spec.as_ref().unwrap().replicas;
                 next.revisions.retain(|r| r.name != name);
                 next.revisions.push(ObservedRevision {
                     name,
                     hash,
-                    version: d.metadata.labels.as_ref().unwrap()[crate::naming::LABEL_VERSION].clone(),
+                    version: d.metadata.labels.as_ref().unwrap()[crate::naming::LABEL_VERSION]
+                        .clone(),
                     spec_hash: Child::Deployment(d.clone()).spec_hash().map(str::to_string),
                     replicas: replicas.or(Some(1)),
                     ready_replicas: 0,
@@ -64,7 +66,10 @@ fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) -> Observed {
                     target: h.spec.as_ref().unwrap().scale_target_ref.name.clone(),
                 });
             }
-            Action::Scale { deployment, replicas } => {
+            Action::Scale {
+                deployment,
+                replicas,
+            } => {
                 if let Some(r) = next.revisions.iter_mut().find(|r| &r.name == deployment) {
                     r.replicas = Some(*replicas);
                 }
@@ -90,8 +95,15 @@ fn applied_kinds(plan: &Plan) -> Vec<String> {
     plan.actions
         .iter()
         .map(|a| match a {
-            Action::Apply(c) => format!("apply {} {}", c.reference().kind.as_str(), c.reference().name),
-            Action::Scale { deployment, replicas } => format!("scale {deployment} {replicas}"),
+            Action::Apply(c) => format!(
+                "apply {} {}",
+                c.reference().kind.as_str(),
+                c.reference().name
+            ),
+            Action::Scale {
+                deployment,
+                replicas,
+            } => format!("scale {deployment} {replicas}"),
             Action::Delete(r) => format!("delete {} {}", r.kind.as_str(), r.name),
         })
         .collect()
@@ -110,7 +122,10 @@ fn first_revision_creates_deployment_and_service_then_becomes_stable() {
     let p = settle(&mut m, &Observed::default(), at(0));
     assert_eq!(
         applied_kinds(&p),
-        vec![format!("apply Deployment fraud-{rev}"), "apply Service fraud".to_string()]
+        vec![
+            format!("apply Deployment fraud-{rev}"),
+            "apply Service fraud".to_string()
+        ]
     );
     assert_eq!(p.status.phase, Some(Phase::Progressing));
     assert_eq!(p.status.observed_generation, Some(1));
@@ -126,7 +141,10 @@ fn first_revision_creates_deployment_and_service_then_becomes_stable() {
     assert!(p.status.canary.is_none());
     assert!(conditions::is_true(&p.status.conditions, READY));
     assert!(!conditions::is_true(&p.status.conditions, PROGRESSING));
-    assert_eq!(p.notices.iter().map(|n| n.reason).collect::<Vec<_>>(), vec![reason::ROLLOUT_COMPLETE]);
+    assert_eq!(
+        p.notices.iter().map(|n| n.reason).collect::<Vec<_>>(),
+        vec![reason::ROLLOUT_COMPLETE]
+    );
 
     // Unchanged: no action, the same status, no notice.
     let again = plan(&m, &observed, at(90));
@@ -147,12 +165,19 @@ fn a_new_version_comes_up_beside_stable_and_replaces_it_once_complete() {
     let new = revision_of(&m.spec);
     assert_ne!(old, new);
     let p = settle(&mut m, &observed, at(20));
-    assert_eq!(applied_kinds(&p), vec![format!("apply Deployment fraud-{new}")], "Service keeps stable");
+    assert_eq!(
+        applied_kinds(&p),
+        vec![format!("apply Deployment fraud-{new}")],
+        "Service keeps stable"
+    );
     assert_eq!(p.status.stable.as_ref().unwrap().hash, old);
     assert_eq!(p.status.stable.as_ref().unwrap().version, "1.0.0");
     assert_eq!(p.status.canary.as_ref().unwrap().hash, new);
     assert_eq!(p.status.phase, Some(Phase::Progressing));
-    assert!(conditions::is_true(&p.status.conditions, READY), "stable still serves");
+    assert!(
+        conditions::is_true(&p.status.conditions, READY),
+        "stable still serves"
+    );
 
     let observed = apply_plan(&observed, &p, &[&old]);
     let p = settle(&mut m, &observed, at(30));
@@ -162,7 +187,10 @@ fn a_new_version_comes_up_beside_stable_and_replaces_it_once_complete() {
     let p = settle(&mut m, &observed, at(40));
     assert_eq!(
         applied_kinds(&p),
-        vec!["apply Service fraud".to_string(), format!("delete Deployment fraud-{old}")]
+        vec![
+            "apply Service fraud".to_string(),
+            format!("delete Deployment fraud-{old}")
+        ]
     );
     assert_eq!(p.status.stable.as_ref().unwrap().hash, new);
     assert_eq!(p.status.stable.as_ref().unwrap().version, "1.1.0");
@@ -192,11 +220,18 @@ fn under_autoscaling_replicas_are_never_applied_and_the_hpa_moves_after_completi
     // Created without replicas, then started at stable's current count by the scale manager.
     assert_eq!(
         applied_kinds(&p),
-        vec![format!("apply Deployment fraud-{new}"), format!("scale fraud-{new} 6")]
+        vec![
+            format!("apply Deployment fraud-{new}"),
+            format!("scale fraud-{new} 6")
+        ]
     );
     let observed = apply_plan(&observed, &p, &[&old]);
     let p = settle(&mut m, &observed, at(25));
-    assert!(p.actions.is_empty(), "no repeated scale: {:?}", applied_kinds(&p));
+    assert!(
+        p.actions.is_empty(),
+        "no repeated scale: {:?}",
+        applied_kinds(&p)
+    );
     let observed = apply_plan(&observed, &p, &[&old, &new]);
     let p = settle(&mut m, &observed, at(30));
     assert_eq!(
@@ -208,7 +243,9 @@ fn under_autoscaling_replicas_are_never_applied_and_the_hpa_moves_after_completi
         ]
     );
     let hpa_target = p.actions.iter().find_map(|a| match a {
-        Action::Apply(Child::Autoscaler(h)) => Some(h.spec.as_ref().unwrap().scale_target_ref.name.clone()),
+        Action::Apply(Child::Autoscaler(h)) => {
+            Some(h.spec.as_ref().unwrap().scale_target_ref.name.clone())
+        }
         _ => None,
     });
     assert_eq!(hpa_target, Some(format!("fraud-{new}")));
@@ -238,7 +275,10 @@ fn turning_autoscaling_on_hands_replicas_over_before_dropping_them() {
     let p = settle(&mut m, &observed, at(30));
     assert_eq!(
         applied_kinds(&p),
-        vec![format!("apply Deployment fraud-{rev}"), "delete HorizontalPodAutoscaler fraud".to_string()]
+        vec![
+            format!("apply Deployment fraud-{rev}"),
+            "delete HorizontalPodAutoscaler fraud".to_string()
+        ]
     );
 }
 
@@ -254,9 +294,18 @@ fn an_invalid_spec_changes_nothing_and_says_why() {
     assert!(p.actions.is_empty());
     assert!(conditions::is_true(&p.status.conditions, STALLED));
     assert!(conditions::is_true(&p.status.conditions, DEGRADED));
-    assert!(conditions::is_true(&p.status.conditions, READY), "stable keeps serving");
+    assert!(
+        conditions::is_true(&p.status.conditions, READY),
+        "stable keeps serving"
+    );
     assert_eq!(p.status.phase, Some(Phase::Degraded));
-    assert!(p.status.message.as_ref().unwrap().contains("spec.rollout.interval"));
+    assert!(
+        p.status
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("spec.rollout.interval")
+    );
     assert_eq!(p.notices.len(), 1);
     assert_eq!(p.notices[0].reason, reason::INVALID_SPEC);
     assert!(p.requeue_after.is_none(), "waits for a change, no hot loop");
@@ -285,7 +334,9 @@ fn a_missing_reference_profile_blocks_the_new_revision_and_retries_slowly() {
     let p = settle(&mut m, &found, at(10));
     assert_eq!(p.actions.len(), 2);
     assert_eq!(
-        conditions::get(&p.status.conditions, STALLED).unwrap().status,
+        conditions::get(&p.status.conditions, STALLED)
+            .unwrap()
+            .status,
         ConditionStatus::False
     );
 }
@@ -302,14 +353,22 @@ fn progress_deadline_stalls_with_a_reason_and_keeps_stable() {
     assert_eq!(p.requeue_after, Some(Duration::from_secs(300)));
     let observed = apply_plan(&observed, &p, &[&old]);
     let p = settle(&mut m, &observed, at(250));
-    assert_eq!(p.requeue_after, Some(Duration::from_secs(150)), "deadline counts from the start");
+    assert_eq!(
+        p.requeue_after,
+        Some(Duration::from_secs(150)),
+        "deadline counts from the start"
+    );
     let p = settle(&mut m, &observed, at(401));
     let stalled = conditions::get(&p.status.conditions, STALLED).unwrap();
     assert_eq!(stalled.reason, reason::PROGRESS_DEADLINE);
     assert!(stalled.message.contains("5m"), "{}", stalled.message);
     assert_eq!(p.status.phase, Some(Phase::Degraded));
     assert_eq!(p.status.stable.as_ref().unwrap().hash, old);
-    assert!(p.notices.iter().any(|n| n.reason == reason::PROGRESS_DEADLINE && n.warning));
+    assert!(
+        p.notices
+            .iter()
+            .any(|n| n.reason == reason::PROGRESS_DEADLINE && n.warning)
+    );
 }
 
 #[test]
@@ -321,9 +380,15 @@ fn lost_status_is_recovered_from_the_objects() {
     let mut m = with_version(m, "1.1.0");
     m.status = None;
     let p = plan(&m, &observed, at(10));
-    assert_eq!(p.status.stable.as_ref().unwrap().hash, old, "the Service's selector tells");
+    assert_eq!(
+        p.status.stable.as_ref().unwrap().hash,
+        old,
+        "the Service's selector tells"
+    );
     assert!(
-        !applied_kinds(&p).iter().any(|a| a.starts_with("apply Service")),
+        !applied_kinds(&p)
+            .iter()
+            .any(|a| a.starts_with("apply Service")),
         "traffic stays on stable"
     );
 }
@@ -343,7 +408,10 @@ fn stale_revisions_are_deleted_and_strategy_fallback_is_announced() {
     };
     let p = settle(&mut m, &observed, at(0));
     assert!(applied_kinds(&p).contains(&"delete Deployment fraud-0000000000".to_string()));
-    assert!(conditions::is_true(&p.status.conditions, IMMEDIATE_FALLBACK));
+    assert!(conditions::is_true(
+        &p.status.conditions,
+        IMMEDIATE_FALLBACK
+    ));
     m.spec.rollout.strategy = crate::api::RolloutStrategy::Immediate;
     let p = plan(&m, &apply_plan(&observed, &p, &[&rev]), at(5));
     assert!(conditions::get(&p.status.conditions, IMMEDIATE_FALLBACK).is_none());
@@ -361,6 +429,14 @@ fn a_stable_revision_that_loses_its_pods_is_degraded() {
     let p = settle(&mut m, &observed, at(20));
     assert_eq!(p.status.phase, Some(Phase::Degraded));
     assert!(!conditions::is_true(&p.status.conditions, READY));
-    assert!(p.notices.iter().any(|n| n.reason == reason::STABLE_UNAVAILABLE));
-    assert!(p.actions.is_empty(), "nothing to rewrite: {:?}", applied_kinds(&p));
+    assert!(
+        p.notices
+            .iter()
+            .any(|n| n.reason == reason::STABLE_UNAVAILABLE)
+    );
+    assert!(
+        p.actions.is_empty(),
+        "nothing to rewrite: {:?}",
+        applied_kinds(&p)
+    );
 }

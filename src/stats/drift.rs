@@ -1,7 +1,7 @@
 //! Drift measures between a reference and a current binned distribution.
 //!
 //! Inputs are bin counts over one shared layout (see
-//! [`FeatureHistogram`](super::FeatureHistogram)). Every function rejects
+//! [`FeatureHistogram`]). Every function rejects
 //! empty or misaligned inputs with an error, so no NaN reaches a report.
 
 use std::fmt;
@@ -185,7 +185,7 @@ pub fn bin_positions(edges: &[f64]) -> Result<Vec<f64>, StatsError> {
     let width = |pair: Option<&[f64]>| pair.map_or(1.0, |w| w[1] - w[0]);
     let mut positions = Vec::with_capacity(edges.len() + 1);
     positions.push(first - width(edges.windows(2).next()));
-    positions.extend(edges.windows(2).map(|w| w[0] + (w[1] - w[0]) / 2.0));
+    positions.extend(edges.windows(2).map(|w| f64::midpoint(w[0], w[1])));
     positions.push(last + width(edges.windows(2).last()));
     if positions.iter().any(|p| !p.is_finite()) {
         return Err(StatsError::NonFinite {

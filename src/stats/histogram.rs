@@ -124,7 +124,7 @@ impl BinLayout {
 /// Quantile of a sorted, non-empty, finite sample by linear interpolation
 /// between the order statistics at `(n - 1) * q` (Hyndman & Fan type 7).
 fn interpolated_quantile(sorted: &[f64], q: f64) -> f64 {
-    let position = (sorted.len() - 1) as f64 * q;
+    let position = sorted.len().saturating_sub(1) as f64 * q;
     let lower = position.floor() as usize;
     let fraction = position - lower as f64;
     match (sorted.get(lower), sorted.get(lower + 1)) {

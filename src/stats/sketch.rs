@@ -452,6 +452,8 @@ mod tests {
             r#"{"zeroCount":1,"buckets":{"0":2},"count":3,"invalid":0,"sum":2.0}"#
         );
         assert_eq!(serde_json::from_str::<LatencySketch>(&json).unwrap(), s);
+        assert_eq!(s.buckets().collect::<Vec<_>>(), vec![(0, 2)]);
+        assert_eq!(s.sum(), 2.0);
         let parse = |json: &str| serde_json::from_str::<LatencySketch>(json);
         // Zero-count buckets are dropped so equal sketches compare equal.
         let with_empty =
