@@ -19,4 +19,5 @@ pub mod plan;
 pub mod rbac;
 pub mod render;
 pub mod revision;
+pub mod stats;
 pub mod validate;
