@@ -62,6 +62,18 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .map_err(|e| anyhow::Error::msg(format!("no Kubernetes client configuration: {e}")))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(shutdown_on_signal(stop_tx));
+    run_with_client(client, args, stop_rx).await
+}
+
+/// Runs the operator with `client` until `stop` turns true (tests and benchmarks run it
+/// in-process this way), or until the Lease is lost.
+pub async fn run_with_client(
+    client: Client,
+    args: OperatorArgs,
+    stop_rx: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     ensure_crd_installed(&client, &args.namespaces).await?;
 
     let metrics = Metrics::default();
@@ -71,8 +83,6 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     health.beat();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(shutdown_on_signal(stop_tx.clone()));
     let admin = tokio::spawn(admin::serve(
         args.metrics_addr,
         registry.clone(),
