@@ -126,3 +126,103 @@ mod tests {
         );
     }
 }
+
+/// A Markdown reference of every ModelDeployment field (path, type, default, description),
+/// generated from the CRD schema so it cannot drift from the code. Embedded Kubernetes types
+/// are listed once, not expanded.
+pub fn reference_markdown() -> String {
+    let crd = model_deployment();
+    let mut out = String::from(
+        "# ModelDeployment field reference\n\nGenerated from the CRD by `drover crd --reference`; do not edit.\n\n| field | type | default | description |\n| --- | --- | --- | --- |\n",
+    );
+    let Some(schema) = crd
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+    else {
+        return out;
+    };
+    for root in ["spec", "status"] {
+        if let Some(node) = schema.properties.as_ref().and_then(|p| p.get(root)) {
+            reference_rows(node, root, &mut out);
+        }
+    }
+    out
+}
+
+fn reference_rows(node: &JSONSchemaProps, path: &str, out: &mut String) {
+    let embedded = EMBEDDED_KUBERNETES_TYPES
+        .iter()
+        .any(|p| p.join(".") == path);
+    let mut type_ = node.type_.clone().unwrap_or_else(|| "object".into());
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = &node.items {
+        type_ = format!("[]{}", items.type_.clone().unwrap_or_default());
+    }
+    if let Some(values) = &node.enum_ {
+        let names: Vec<String> = values
+            .iter()
+            .map(|v| v.0.to_string().replace('"', ""))
+            .collect();
+        type_ = format!("{type_} ({})", names.join(" \\| "));
+    }
+    let default = node
+        .default
+        .as_ref()
+        .map(|d| {
+            let text = d.0.to_string();
+            if text.len() > 40 {
+                "(object)".to_string()
+            } else {
+                format!("`{text}`")
+            }
+        })
+        .unwrap_or_default();
+    let description = node
+        .description
+        .clone()
+        .unwrap_or_default()
+        .replace('\n', " ")
+        .replace('|', "\\|");
+    let mut rules: Vec<String> = node
+        .x_kubernetes_validations
+        .iter()
+        .flatten()
+        .filter_map(|r| r.message.clone())
+        .collect();
+    if let Some(min) = node.minimum {
+        rules.push(format!("minimum {min}"));
+    }
+    if let Some(max) = node.maximum {
+        rules.push(format!("maximum {max}"));
+    }
+    let rules = if rules.is_empty() {
+        String::new()
+    } else {
+        format!(" Rules: {}.", rules.join("; "))
+    };
+    let suffix = if embedded {
+        " (Kubernetes type, passed through)"
+    } else {
+        ""
+    };
+    out.push_str(&format!(
+        "| `{path}` | {type_} | {default} | {description}{rules}{suffix} |\n"
+    ));
+    if embedded {
+        return;
+    }
+    if let Some(props) = &node.properties {
+        for (name, child) in props {
+            reference_rows(child, &format!("{path}.{name}"), out);
+        }
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = &node.items
+        && items.properties.is_some()
+    {
+        for (name, child) in items.properties.iter().flatten() {
+            reference_rows(child, &format!("{path}[].{name}"), out);
+        }
+    }
+}

@@ -34,7 +34,11 @@ enum Command {
     /// Run the controller manager against the current kubeconfig or in-cluster config.
     Operator(drover::operator::OperatorArgs),
     /// Print the CustomResourceDefinitions.
-    Crd,
+    Crd {
+        /// Print the Markdown field reference instead.
+        #[arg(long)]
+        reference: bool,
+    },
     /// Print the child objects of the ModelDeployments in a file, offline.
     Render {
         /// A YAML file with one or more ModelDeployments (`-` for stdin).
@@ -78,8 +82,12 @@ fn read_input(file: &PathBuf) -> Result<String, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Crd => {
+        Command::Crd { reference: false } => {
             print!("{}", drover::crd::to_yaml().map_err(|e| e.to_string())?);
+            Ok(())
+        }
+        Command::Crd { reference: true } => {
+            print!("{}", drover::crd::reference_markdown());
             Ok(())
         }
         Command::Rbac {

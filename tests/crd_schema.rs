@@ -29,6 +29,15 @@ fn checked_in_crds_match_the_code() {
 }
 
 #[test]
+fn checked_in_field_reference_matches_the_code() {
+    let checked_in = std::fs::read_to_string("docs/api-reference.md").unwrap();
+    assert!(
+        checked_in == drover::crd::reference_markdown(),
+        "docs/api-reference.md is stale: run `cargo run -- crd --reference > docs/api-reference.md`"
+    );
+}
+
+#[test]
 fn checked_in_rbac_matches_the_code() {
     let checked_in = std::fs::read_to_string("deploy/rbac.yaml").unwrap();
     assert!(
