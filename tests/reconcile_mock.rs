@@ -512,3 +512,32 @@ async fn a_malformed_object_is_skipped_without_a_request() {
     assert_eq!(action, kube::runtime::controller::Action::await_change());
     assert!(log.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_stale_cache_does_not_repeat_the_status_write_or_its_notices() {
+    let md = model("");
+    let (client, log) = mock_client(&md, Script::default());
+    let mut h = harness(client, WriteGate::always_open());
+    reconcile(&h, &md).await.unwrap();
+    // The children's watch events arrive, but the echo of the status write has not yet:
+    // the ModelDeployment in the cache still has no status.
+    let rev = revision_of(&md.spec);
+    let built = build::deployment::build(&md, &rev, Some(1));
+    h.deployments
+        .apply_watcher_event(&watcher::Event::Apply(built));
+    h.services
+        .apply_watcher_event(&watcher::Event::Apply(build::service::build(&md, &rev)));
+    log.lock().unwrap().clear();
+    reconcile(&h, &md).await.unwrap();
+    let seen = log.lock().unwrap().clone();
+    assert!(
+        !seen.iter().any(|s| s.path.ends_with("/status")),
+        "{seen:#?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.body["reason"] == json!("RolloutStarted")),
+        "{seen:#?}"
+    );
+}

@@ -22,7 +22,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::ModelDeployment;
+use crate::api::{ModelDeployment, ModelDeploymentStatus};
 use crate::build::{ChildKind, ChildRef};
 use crate::leader::WriteGate;
 use crate::metrics::{FailureCategory, Metrics};
@@ -83,6 +83,11 @@ pub struct Context {
     pub clock: Clock,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<ModelDeployment>>, u32>>,
+    /// The status this instance last wrote, by object uid. The watch can deliver a child's
+    /// event before the echo of our own status write; planning from that stale status would
+    /// repeat notices and writes. Only the leader writes status, so its own last write is
+    /// the truth until the store catches up.
+    written: Mutex<HashMap<String, ModelDeploymentStatus>>,
 }
 
 impl Context {
@@ -103,6 +108,7 @@ impl Context {
             stores,
             clock,
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -211,6 +217,18 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
         // Owner references let the garbage collector remove the children.
         return Ok(Requeue::await_change());
     }
+    let uid = md.uid().unwrap_or_default();
+    let fresher = ctx.written.lock().ok().and_then(|w| w.get(&uid).cloned());
+    let current;
+    let md = match fresher {
+        Some(status) if md.status.as_ref() != Some(&status) => {
+            let mut copy = md.clone();
+            copy.status = Some(status);
+            current = copy;
+            &current
+        }
+        _ => md,
+    };
     let namespace = md.namespace().unwrap_or_default();
     let observed = observe(md, ctx).await?;
     let plan = plan::plan(md, &observed, (ctx.clock)());
@@ -258,6 +276,9 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
     }
     if md.status.as_ref() != Some(&plan.status) {
         writer.apply_status(md, &plan.status).await?;
+        if let Ok(mut written) = ctx.written.lock() {
+            written.insert(uid, plan.status.clone());
+        }
     }
     for notice in &plan.notices {
         let _ = writer

@@ -1,0 +1,1104 @@
+//! Cluster end-to-end tests against a real API server.
+//!
+//! They run only when `DROVER_E2E_KUBECONFIG` names a kubeconfig file; otherwise each test prints
+//! one "skipped" line and returns (and so counts as passed). Each test works in its own fresh
+//! namespace (Pod Security `restricted` enforced), deleted at the end even when the test fails.
+//! Nothing sleeps to wait: every wait is a bounded poll.
+//!
+//! Needs: the API server; kube-controller-manager for Deployment status and garbage collection
+//! (tests 2 and 3 fail with a clear message without it). No node is needed: the serving pods never
+//! have to become Ready (a revision with `replicas: 0` is complete as soon as the Deployment
+//! controller has seen it).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use drover::api::{ModelDeployment, Phase};
+use drover::naming::{LABEL_MODEL, LABEL_REVISION};
+use drover::revision::revision_of;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{GroupVersionKind, Status};
+use kube::{Client, Config, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Path of the kubeconfig of the cluster under test.
+const ENV: &str = "DROVER_E2E_KUBECONFIG";
+/// Field manager of every write the tests make.
+const MANAGER: &str = "drover-e2e";
+/// Interval of every poll.
+const POLL: Duration = Duration::from_millis(250);
+/// Images of the test models: `pause` runs as a non-root numeric user, so it passes Pod Security
+/// `restricted`; it never answers the readiness probe, so its pods never become Ready.
+const IMAGE_1: &str = "registry.k8s.io/pause:3.10";
+const IMAGE_2: &str = "registry.k8s.io/pause:3.9";
+
+// ---------------------------------------------------------------------------------------------
+// Set-up: client, namespace, CRDs, operator.
+// ---------------------------------------------------------------------------------------------
+
+/// The kubeconfig path, or `None` (after saying so) when the cluster tests are not wanted.
+fn kubeconfig_path() -> Option<PathBuf> {
+    match std::env::var_os(ENV) {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ => {
+            eprintln!("skipped: {ENV} not set");
+            None
+        }
+    }
+}
+
+/// A client built from exactly that kubeconfig (never the ambient configuration).
+async fn client_from(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("cannot read the kubeconfig {}: {e}", path.display()));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("cannot use the kubeconfig {}: {e}", path.display()));
+    Client::try_from(config).expect("a client from the kubeconfig")
+}
+
+/// Operator logs go to the test output (shown for failing tests); `RUST_LOG` overrides.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("drover=info,warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A random lowercase hex suffix (no RNG dependency: `RandomState` is randomly keyed).
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+/// The test's namespace; dropping it deletes it (best effort, also while a failing test unwinds).
+struct TestNamespace {
+    name: String,
+    kubeconfig: PathBuf,
+}
+
+impl TestNamespace {
+    async fn create(client: &Client, kubeconfig: &Path, test: &str) -> Self {
+        let name = format!("drover-e2e-{test}-{}", random_suffix());
+        let namespace: Namespace = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                    "app.kubernetes.io/created-by": MANAGER,
+                },
+            },
+        }))
+        .expect("a valid Namespace");
+        let guard = Self {
+            name: name.clone(),
+            kubeconfig: kubeconfig.to_path_buf(),
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&post_params(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
+        eprintln!("namespace {name}");
+        guard
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // The test's runtime may be shutting down or unwinding: delete from a thread of its own,
+        // with its own runtime and client, and wait for that one request (bounded).
+        let name = self.name.clone();
+        let kubeconfig = self.kubeconfig.clone();
+        let deleter = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return eprintln!("cannot delete namespace {name}: {e}"),
+            };
+            runtime.block_on(async {
+                let delete = async {
+                    let client = client_from(&kubeconfig).await;
+                    Api::<Namespace>::all(client)
+                        .delete(&name, &DeleteParams::background())
+                        .await
+                };
+                match tokio::time::timeout(Duration::from_secs(20), delete).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => eprintln!("cannot delete namespace {name}: {e}"),
+                    Err(_) => eprintln!("deleting namespace {name} timed out"),
+                }
+            });
+        });
+        if deleter.join().is_err() {
+            eprintln!("deleting namespace {} panicked", self.name);
+        }
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        dry_run: false,
+        field_manager: Some(MANAGER.into()),
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+/// Server-side applies every CRD Drover owns and waits until each is Established and
+/// ModelDeployments are served in `namespace`.
+async fn install_crds(client: &Client, namespace: &str) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let api = &api;
+    for crd in drover::crd::all() {
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("server-side apply of CRD {name} was refused: {e}"));
+        let name = name.as_str();
+        eventually(
+            &format!("CRD {name} has condition Established=True"),
+            Duration::from_secs(60),
+            || async move {
+                let crd = api.get(name).await.ok()?;
+                let conditions = crd.status?.conditions?;
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), namespace);
+    let models = &models;
+    eventually(
+        "ModelDeployments are served (discovery caught up with the CRD)",
+        Duration::from_secs(30),
+        || async move {
+            models
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
+/// `drover operator` flags, parsed the way the binary parses them.
+#[derive(clap::Parser)]
+struct Wrap {
+    #[command(flatten)]
+    op: drover::operator::OperatorArgs,
+}
+
+/// An operator running in-process.
+struct Operator {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+    admin: SocketAddr,
+}
+
+/// A port nobody listens on right now (the operator binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+impl Operator {
+    /// Starts the operator on `namespace` without leader election; its admin server listens on a
+    /// free local port (a fixed one, so the test can read /readyz and /metrics; `127.0.0.1:0`
+    /// would work too, but the port could not be known).
+    fn start(client: &Client, namespace: &str) -> Self {
+        let admin: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin_flag = admin.to_string();
+        let wrap = Wrap::try_parse_from([
+            "drover-operator",
+            "--namespace",
+            namespace,
+            "--metrics-addr",
+            admin_flag.as_str(),
+            "--leader-elect=false",
+        ])
+        .unwrap_or_else(|e| panic!("operator flags refused: {e}"));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(drover::operator::run_with_client(
+            client.clone(),
+            wrap.op,
+            stop_rx,
+        ));
+        Self { stop, task, admin }
+    }
+
+    /// Waits until /readyz answers 200 (every watch synced); fails if the operator exits first.
+    async fn wait_ready(&mut self) {
+        let admin = self.admin;
+        let task = &self.task;
+        let ready = eventually(
+            "the operator's /readyz answers 200",
+            Duration::from_secs(60),
+            || async move {
+                if task.is_finished() {
+                    return Some(false);
+                }
+                http_get(admin, "/readyz")
+                    .await
+                    .filter(|r| r.starts_with("HTTP/1.1 200"))
+                    .map(|_| true)
+            },
+        )
+        .await;
+        if !ready {
+            let result = (&mut self.task).await;
+            panic!("the operator exited before it was ready: {result:?}");
+        }
+    }
+
+    /// Stops the operator and waits (bounded) for it to return.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the operator stops within 30s of being told to")
+            .expect("the operator task does not panic");
+        if let Err(e) = result {
+            panic!("the operator returned an error when stopped: {e:#}");
+        }
+    }
+}
+
+/// One HTTP/1.1 GET (status line, headers and body), or `None` if it cannot be done in 2s.
+async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let request = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .ok()?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    };
+    tokio::time::timeout(Duration::from_secs(2), request)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Value of an unlabelled sample (e.g. `drover_reconciles_total`) in a /metrics answer.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Polling.
+// ---------------------------------------------------------------------------------------------
+
+/// Polls `f` every 250ms until it gives `Some`, for at most `timeout`; `None` on timeout.
+async fn poll_until<F, Fut, T>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        // One attempt may not outlive the deadline (a hung request counts as "not yet").
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        if let Ok(Some(value)) = tokio::time::timeout(left, f()).await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `f` every 250ms until it gives `Some`; panics naming `what` after `timeout`.
+async fn eventually<F, Fut, T>(what: &str, timeout: Duration, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll_until(timeout, f).await {
+        Some(value) => value,
+        None => panic!("timed out after {timeout:?} waiting until {what}"),
+    }
+}
+
+/// Polls `f` every 250ms for `period`; panics naming `what` the first time it fails.
+async fn holds<F, Fut>(what: &str, period: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + period;
+    loop {
+        if let Err(why) = f().await {
+            panic!("{what} stopped holding: {why}");
+        }
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects and assertions.
+// ---------------------------------------------------------------------------------------------
+
+fn model_deployment(name: &str, spec: Value) -> ModelDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "drover.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a valid ModelDeployment")
+}
+
+/// The serving spec the lifecycle tests use.
+fn pause_model(replicas: i32) -> Value {
+    json!({
+        "model": {"version": "1.0.0", "image": IMAGE_1, "healthPath": "/", "port": 8080},
+        "replicas": replicas,
+    })
+}
+
+/// The child is controlled by the ModelDeployment with `uid`, and blocks its deletion.
+fn assert_controlled_by<K: Resource>(child: &K, what: &str, uid: &str) {
+    let refs = child.meta().owner_references.clone().unwrap_or_default();
+    let owner = refs
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .unwrap_or_else(|| panic!("{what} has no controller ownerReference: {refs:?}"));
+    assert_eq!(
+        owner.uid, uid,
+        "{what}: controller is not the ModelDeployment"
+    );
+    assert_eq!(owner.kind, "ModelDeployment", "{what}: {owner:?}");
+    assert_eq!(
+        owner.api_version, "drover.dev/v1alpha1",
+        "{what}: {owner:?}"
+    );
+    assert_eq!(
+        owner.block_owner_deletion,
+        Some(true),
+        "{what}: the ownerReference must set blockOwnerDeletion: {owner:?}"
+    );
+}
+
+/// The revision a Service selects.
+fn selected_revision(service: &Service) -> Option<String> {
+    service
+        .spec
+        .as_ref()?
+        .selector
+        .as_ref()?
+        .get(LABEL_REVISION)
+        .cloned()
+}
+
+/// The API server refused `result` (with `code`, if given) in a message naming `field`.
+fn assert_refused<T: Debug>(
+    result: Result<T, kube::Error>,
+    code: Option<u16>,
+    field: &str,
+    what: &str,
+) -> Status {
+    match result {
+        Ok(accepted) => panic!("{what}: the API server accepted it: {accepted:?}"),
+        Err(kube::Error::Api(status)) => {
+            if let Some(code) = code {
+                assert_eq!(status.code, code, "{what}: {status:?}");
+            }
+            assert!(
+                status.message.contains(field),
+                "{what}: the refusal does not name {field:?}: {}",
+                status.message
+            );
+            *status
+        }
+        Err(e) => panic!("{what}: expected a refusal from the API server, got: {e}"),
+    }
+}
+
+/// Every YAML document of `path`, as JSON values.
+fn documents(path: &Path) -> (String, Vec<Value>) {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
+    (text, docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// The `*.yaml` files directly in `dir`, sorted; none if `dir` does not exist.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A ModelDeployment document as a dynamic object in `namespace`, with the API it goes to
+/// (taken from the document's own apiVersion, so the server judges exactly what the file says).
+fn as_model_deployment(
+    client: &Client,
+    namespace: &str,
+    doc: &Value,
+) -> Option<(Api<DynamicObject>, DynamicObject)> {
+    if doc.get("kind").and_then(Value::as_str) != Some("ModelDeployment") {
+        return None;
+    }
+    let mut object: DynamicObject =
+        serde_json::from_value(doc.clone()).expect("a Kubernetes object");
+    object.metadata.namespace = Some(namespace.to_string());
+    let types = object.types.clone().expect("apiVersion and kind");
+    let gvk = GroupVersionKind::try_from(&types).expect("a valid apiVersion");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "modeldeployments");
+    Some((
+        Api::namespaced_with(client.clone(), namespace, &resource),
+        object,
+    ))
+}
+
+/// `kubectl create --dry-run=server` (strict field validation, like kubectl's default).
+async fn create_dry_run(
+    client: &Client,
+    api: &Api<DynamicObject>,
+    object: &DynamicObject,
+) -> Result<DynamicObject, kube::Error> {
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some(MANAGER.into()),
+    };
+    let body = serde_json::to_vec(object).map_err(kube::Error::SerdeError)?;
+    let request = kube::core::Request::new(api.resource_url())
+        .create(&params, body)
+        .map_err(kube::Error::BuildRequest)?;
+    let (mut parts, body) = request.into_parts();
+    let uri = parts.uri.to_string();
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    parts.uri = format!("{uri}{separator}fieldValidation=Strict")
+        .parse()
+        .expect("a valid request URI");
+    client
+        .request::<DynamicObject>(http::Request::from_parts(parts, body))
+        .await
+}
+
+/// Resource versions of the ModelDeployment and of every child labelled with its name.
+async fn resource_versions(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, String>, kube::Error> {
+    fn add<K: Resource>(out: &mut BTreeMap<String, String>, kind: &str, items: Vec<K>) {
+        for item in items {
+            out.insert(
+                format!("{kind}/{}", item.name_any()),
+                item.resource_version().unwrap_or_default(),
+            );
+        }
+    }
+    let selector = ListParams::default().labels(&format!("{LABEL_MODEL}={name}"));
+    let mut out = BTreeMap::new();
+    let md = Api::<ModelDeployment>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await?;
+    add(&mut out, "ModelDeployment", vec![md]);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .list(&selector)
+        .await?;
+    add(&mut out, "Deployment", deployments.items);
+    let services = Api::<Service>::namespaced(client.clone(), namespace)
+        .list(&selector)
+        .await?;
+    add(&mut out, "Service", services.items);
+    let autoscalers = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace)
+        .list(&selector)
+        .await?;
+    add(&mut out, "HorizontalPodAutoscaler", autoscalers.items);
+    Ok(out)
+}
+
+/// With kube-controller-manager, the pods of `revision` pass Pod Security `restricted`: a Pod is
+/// created and no ReplicaSet reports a `FailedCreate` that "violates PodSecurity". Without a
+/// ReplicaSet within 20s (no kube-controller-manager) the check is skipped with a note.
+async fn assert_admitted_under_restricted(client: &Client, namespace: &str, revision: &str) {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = ListParams::default().labels(&format!("{LABEL_REVISION}={revision}"));
+    let (replica_sets, pods, selector) = (&replica_sets, &pods, &selector);
+    let found = poll_until(Duration::from_secs(20), || async move {
+        let list = replica_sets.list(selector).await.ok()?;
+        (!list.items.is_empty()).then_some(())
+    })
+    .await;
+    if found.is_none() {
+        eprintln!(
+            "note: no ReplicaSet of revision {revision} within 20s (no kube-controller-manager?): \
+             Pod Security admission of its pods not checked"
+        );
+        return;
+    }
+    eventually(
+        &format!(
+            "a Pod of revision {revision} is admitted in a namespace enforcing Pod Security restricted"
+        ),
+        Duration::from_secs(60),
+        || async move {
+            for rs in replica_sets.list(selector).await.ok()?.items {
+                let conditions = rs.status.and_then(|s| s.conditions).unwrap_or_default();
+                for c in conditions {
+                    let message = c.message.unwrap_or_default();
+                    if c.type_ == "ReplicaFailure"
+                        && c.reason.as_deref() == Some("FailedCreate")
+                        && message.contains("violates PodSecurity")
+                    {
+                        panic!(
+                            "pods of revision {revision} are refused by Pod Security restricted: {message}"
+                        );
+                    }
+                }
+            }
+            let list = pods.list(selector).await.ok()?;
+            (!list.items.is_empty()).then_some(())
+        },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------------
+
+/// The CRDs are accepted and become Established; every example applies (server-side, dry run,
+/// strict); every example under `examples/invalid/` is refused naming what its `# expect:` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_are_accepted_and_examples_apply() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "crds").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut applied = 0;
+    for file in yaml_files(&examples) {
+        let (_, docs) = documents(&file);
+        for doc in &docs {
+            let Some((api, object)) = as_model_deployment(&client, ns, doc) else {
+                eprintln!(
+                    "note: {}: {} documents are not checked",
+                    file.display(),
+                    doc.get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or("kind-less")
+                );
+                continue;
+            };
+            let name = object.name_any();
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).dry_run().validation_strict(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: ModelDeployment {name} was refused by the API server: {e}",
+                    file.display()
+                )
+            });
+            applied += 1;
+        }
+    }
+    assert!(
+        applied > 0,
+        "no ModelDeployment found in {}/*.yaml",
+        examples.display()
+    );
+
+    let invalid = yaml_files(&examples.join("invalid"));
+    if invalid.is_empty() {
+        eprintln!("note: no examples/invalid/*.yaml yet: nothing to refuse");
+    }
+    let mut refused = 0;
+    for file in &invalid {
+        let (text, docs) = documents(file);
+        let first = text.lines().next().unwrap_or_default();
+        let expect = first
+            .strip_prefix("# expect: ")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: the first line must be `# expect: <substring of the refusal>`, found {first:?}",
+                    file.display()
+                )
+            });
+        let models: Vec<_> = docs
+            .iter()
+            .filter_map(|d| as_model_deployment(&client, ns, d))
+            .collect();
+        assert!(
+            !models.is_empty(),
+            "{}: no ModelDeployment in it",
+            file.display()
+        );
+        for (api, object) in &models {
+            let result = create_dry_run(&client, api, object).await;
+            assert_refused(
+                result,
+                None,
+                expect,
+                &format!("{}: ModelDeployment {}", file.display(), object.name_any()),
+            );
+        }
+        refused += 1;
+    }
+    assert_eq!(refused, invalid.len());
+}
+
+/// The operator creates a revision Deployment and the Service (controlled by the
+/// ModelDeployment), reports status, and keeps serving the old revision while a new one is not
+/// complete; once it is, the Service moves and the old Deployment goes; deleting the
+/// ModelDeployment garbage-collects every child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_creates_children_then_replaces_a_revision_and_gc_removes_everything() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "rollout").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+
+    let name = "fraud";
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let (models, deployments, services) = (&models, &deployments, &services);
+
+    let created = models
+        .create(&post_params(), &model_deployment(name, pause_model(1)))
+        .await
+        .expect("the ModelDeployment is created");
+    let uid = created.uid().expect("a created object has a uid");
+    let rev1 = revision_of(&created.spec);
+    let dep1 = format!("{name}-{rev1}");
+    let dep1 = dep1.as_str();
+
+    // Children, controlled by the ModelDeployment.
+    let deployment = eventually(
+        &format!("Deployment {dep1} exists"),
+        Duration::from_secs(60),
+        || async move { deployments.get_opt(dep1).await.ok().flatten() },
+    )
+    .await;
+    assert_controlled_by(&deployment, &format!("Deployment {dep1}"), &uid);
+    let service = eventually(
+        &format!("Service {name} exists"),
+        Duration::from_secs(60),
+        || async move { services.get_opt(name).await.ok().flatten() },
+    )
+    .await;
+    assert_controlled_by(&service, &format!("Service {name}"), &uid);
+
+    // Status: this generation observed, a phase; the Service's revision counts as stable (the
+    // new-revision step below relies on the operator having seen the Service).
+    let rev = rev1.as_str();
+    eventually(
+        &format!(
+            "status.observedGeneration == metadata.generation, status.phase set and status.stable.hash == {rev}"
+        ),
+        Duration::from_secs(60),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            let status = md.status?;
+            (status.observed_generation == md.metadata.generation
+                && status.phase.is_some()
+                && status.stable.is_some_and(|s| s.hash == rev))
+            .then_some(())
+        },
+    )
+    .await;
+
+    assert_admitted_under_restricted(&client, ns, &rev1).await;
+
+    // A new version: a second Deployment; the old one keeps serving while the new one is not
+    // complete (pause never becomes Ready).
+    let patched = models
+        .patch(
+            name,
+            &patch_params(),
+            &Patch::Merge(json!({"spec": {"model": {"version": "1.1.0", "image": IMAGE_2}}})),
+        )
+        .await
+        .expect("the version change is accepted");
+    let rev2 = revision_of(&patched.spec);
+    assert_ne!(rev1, rev2, "a version change makes a new revision");
+    let dep2 = format!("{name}-{rev2}");
+    let dep2 = dep2.as_str();
+    let deployment = eventually(
+        &format!("Deployment {dep2} of the new revision exists"),
+        Duration::from_secs(60),
+        || async move { deployments.get_opt(dep2).await.ok().flatten() },
+    )
+    .await;
+    assert_controlled_by(&deployment, &format!("Deployment {dep2}"), &uid);
+    let (old, new) = (rev1.as_str(), rev2.as_str());
+    let md = eventually(
+        &format!("status shows {new} rolling out next to stable {old} for the new generation"),
+        Duration::from_secs(60),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            let status = md.status.as_ref()?;
+            (status.observed_generation == md.metadata.generation
+                && status.canary.as_ref().is_some_and(|c| c.hash == new)
+                && status.stable.as_ref().is_some_and(|s| s.hash == old))
+            .then_some(md)
+        },
+    )
+    .await;
+    let status = md.status.expect("status");
+    assert_eq!(status.phase, Some(Phase::Progressing), "{status:?}");
+    assert!(
+        deployments
+            .get_opt(dep1)
+            .await
+            .expect("get the old Deployment")
+            .is_some(),
+        "the old revision must keep serving until the new one is complete"
+    );
+    let service = services.get(name).await.expect("get the Service");
+    assert_eq!(
+        selected_revision(&service).as_deref(),
+        Some(old),
+        "the Service must not move to a revision that is not complete"
+    );
+
+    // Completion without nodes: with `replicas: 0` the new Deployment is complete as soon as the
+    // Deployment controller has observed it. Then the Service moves and the old revision goes.
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
+    eprintln!("note: the cluster has {nodes} node(s) listed; the takeover below needs none");
+    models
+        .patch(
+            name,
+            &patch_params(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .expect("replicas: 0 is accepted");
+    eventually(
+        &format!(
+            "revision {new} takes over: Service selects it, Deployment {dep1} is deleted, status.stable is {new} \
+             (a Deployment's status is written by kube-controller-manager: is it running?)"
+        ),
+        Duration::from_secs(90),
+        || async move {
+            let service = services.get(name).await.ok()?;
+            let old_gone = deployments.get_opt(dep1).await.ok()?.is_none();
+            let md = models.get(name).await.ok()?;
+            let status = md.status?;
+            (selected_revision(&service).as_deref() == Some(new)
+                && old_gone
+                && status.observed_generation == md.metadata.generation
+                && status.stable.is_some_and(|s| s.hash == new)
+                && status.canary.is_none()
+                && status.phase == Some(Phase::Healthy))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Deleting the ModelDeployment (foreground) garbage-collects every child.
+    models
+        .delete(name, &DeleteParams::foreground())
+        .await
+        .expect("the ModelDeployment is deleted");
+    let children = ListParams::default().labels(&format!("{LABEL_MODEL}={name}"));
+    let children = &children;
+    eventually(
+        &format!(
+            "garbage collection removes every Deployment and the Service of {name} within 60s \
+             (it is done by kube-controller-manager: is it running?)"
+        ),
+        Duration::from_secs(60),
+        || async move {
+            let left = deployments.list_metadata(children).await.ok()?.items.len();
+            let service = services.get_opt(name).await.ok()?;
+            (left == 0 && service.is_none()).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        &format!("ModelDeployment {name} is gone after its dependents"),
+        Duration::from_secs(30),
+        || async move { models.get_opt(name).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+
+    operator.stop().await;
+}
+
+/// A settled ModelDeployment survives an operator restart untouched: not one resourceVersion of
+/// it or its children changes, and the new operator writes no child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_operator_changes_no_resource_version() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "restart").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+
+    let name = "iris";
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let models = &models;
+    let deployments = &deployments;
+    let created = models
+        .create(&post_params(), &model_deployment(name, pause_model(0)))
+        .await
+        .expect("the ModelDeployment is created");
+    let dep = format!("{name}-{}", revision_of(&created.spec));
+    let dep = dep.as_str();
+
+    // Settled: the Deployment controller is done with the Deployment, and the operator reported
+    // Healthy for this generation.
+    eventually(
+        &format!(
+            "Deployment {dep} is complete and {name} is Healthy \
+             (a Deployment's status is written by kube-controller-manager: is it running?)"
+        ),
+        Duration::from_secs(90),
+        || async move {
+            let d = deployments.get_opt(dep).await.ok()??;
+            let status = d.status?;
+            let conditions = status.conditions.unwrap_or_default();
+            let complete = status.observed_generation == d.metadata.generation
+                && conditions
+                    .iter()
+                    .any(|c| c.type_ == "Available" && c.status == "True")
+                && conditions.iter().any(|c| {
+                    c.type_ == "Progressing"
+                        && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+                });
+            let md = models.get(name).await.ok()?;
+            let md_status = md.status?;
+            (complete
+                && md_status.observed_generation == md.metadata.generation
+                && md_status.phase == Some(Phase::Healthy))
+            .then_some(())
+        },
+    )
+    .await;
+    let before = resource_versions(&client, ns, name)
+        .await
+        .expect("read resource versions");
+    assert!(
+        before.keys().any(|k| k.starts_with("Deployment/"))
+            && before.keys().any(|k| k.starts_with("Service/")),
+        "children missing: {before:?}"
+    );
+    let (client_ref, before_ref) = (&client, &before);
+    let unchanged = || async move {
+        let now = resource_versions(client_ref, ns, name)
+            .await
+            .map_err(|e| e.to_string())?;
+        if &now == before_ref {
+            Ok(())
+        } else {
+            Err(format!("before {before_ref:?}, now {now:?}"))
+        }
+    };
+    // Quiet before the restart, so that a change afterwards is the new operator's doing.
+    holds(
+        "resource versions unchanged while the first operator runs",
+        Duration::from_secs(3),
+        unchanged,
+    )
+    .await;
+
+    operator.stop().await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+    let admin = operator.admin;
+    let page = eventually(
+        "the new operator has reconciled the ModelDeployment (drover_reconciles_total >= 1)",
+        Duration::from_secs(60),
+        || async move {
+            let page = http_get(admin, "/metrics").await?;
+            (metric(&page, "drover_reconciles_total")? >= 1.0).then_some(page)
+        },
+    )
+    .await;
+    holds(
+        "resource versions unchanged after the operator restarted",
+        Duration::from_secs(5),
+        unchanged,
+    )
+    .await;
+    let after = resource_versions(&client, ns, name)
+        .await
+        .expect("read resource versions");
+    assert_eq!(
+        before, after,
+        "the restart wrote to the ModelDeployment or a child"
+    );
+    assert!(
+        !page
+            .lines()
+            .any(|l| l.starts_with("drover_child_writes_total{")),
+        "the new operator wrote children of a settled ModelDeployment:\n{page}"
+    );
+
+    operator.stop().await;
+}
+
+/// The API server refuses bad specs, naming the field: decreasing rollout steps, autoscaling
+/// bounds the wrong way round, and an image change without a version change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_spec_is_refused_with_the_field_named() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "refuse").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let resource = ApiResource::erase::<ModelDeployment>(&());
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let object = |name: &str, spec: Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "drover.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("a Kubernetes object")
+    };
+
+    let steps = object(
+        "steps",
+        json!({"model": {"version": "1.0.0", "image": IMAGE_1}, "rollout": {"steps": [50, 10]}}),
+    );
+    assert_refused(
+        dynamic.create(&post_params(), &steps).await,
+        Some(422),
+        "spec.rollout.steps",
+        "rollout.steps [50, 10]",
+    );
+
+    let bounds = object(
+        "bounds",
+        json!({
+            "model": {"version": "1.0.0", "image": IMAGE_1},
+            "autoscaling": {"minReplicas": 5, "maxReplicas": 2},
+        }),
+    );
+    assert_refused(
+        dynamic.create(&post_params(), &bounds).await,
+        Some(422),
+        "spec.autoscaling.minReplicas",
+        "autoscaling minReplicas 5 > maxReplicas 2",
+    );
+
+    models
+        .create(&post_params(), &model_deployment("image", pause_model(0)))
+        .await
+        .expect("a valid ModelDeployment is created");
+    assert_refused(
+        models
+            .patch(
+                "image",
+                &patch_params(),
+                &Patch::Merge(json!({"spec": {"model": {"image": IMAGE_2}}})),
+            )
+            .await,
+        Some(422),
+        "spec.model.version",
+        "an image change without a version change",
+    );
+    // The same change with a new version is fine.
+    models
+        .patch(
+            "image",
+            &patch_params(),
+            &Patch::Merge(json!({"spec": {"model": {"image": IMAGE_2, "version": "1.1.0"}}})),
+        )
+        .await
+        .expect("an image change with a version change is accepted");
+}
