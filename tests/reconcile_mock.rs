@@ -514,7 +514,7 @@ async fn a_malformed_object_is_skipped_without_a_request() {
 }
 
 #[tokio::test]
-async fn a_stale_cache_does_not_repeat_the_status_write_or_its_notices() {
+async fn a_stale_cache_does_not_repeat_notices() {
     let md = model("");
     let (client, log) = mock_client(&md, Script::default());
     let mut h = harness(client, WriteGate::always_open());
