@@ -99,34 +99,6 @@ fn for_each_child(node: &mut JSONSchemaProps, f: &mut dyn FnMut(&mut JSONSchemaP
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fits_in_the_last_applied_annotation() {
-        for crd in all() {
-            let bytes = serde_json::to_vec(&crd).unwrap().len();
-            assert!(
-                bytes < MAX_CRD_BYTES,
-                "{} is {bytes} bytes",
-                crd.metadata.name.unwrap_or_default()
-            );
-        }
-    }
-
-    #[test]
-    fn keeps_drover_docs_and_strips_kubernetes_ones() {
-        let json = serde_json::to_string(&model_deployment()).unwrap();
-        assert!(json.contains("Traffic percent of the canary per step"));
-        // A description deep inside the embedded PodSpec of the retraining JobTemplateSpec.
-        assert!(
-            !json.contains("terminationGracePeriodSeconds is"),
-            "embedded docs left in"
-        );
-    }
-}
-
 /// A Markdown reference of every ModelDeployment field (path, type, default, description),
 /// generated from the CRD schema so it cannot drift from the code. Embedded Kubernetes types
 /// are listed once, not expanded.
@@ -224,5 +196,33 @@ fn reference_rows(node: &JSONSchemaProps, path: &str, out: &mut String) {
         for (name, child) in items.properties.iter().flatten() {
             reference_rows(child, &format!("{path}[].{name}"), out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_in_the_last_applied_annotation() {
+        for crd in all() {
+            let bytes = serde_json::to_vec(&crd).unwrap().len();
+            assert!(
+                bytes < MAX_CRD_BYTES,
+                "{} is {bytes} bytes",
+                crd.metadata.name.unwrap_or_default()
+            );
+        }
+    }
+
+    #[test]
+    fn keeps_drover_docs_and_strips_kubernetes_ones() {
+        let json = serde_json::to_string(&model_deployment()).unwrap();
+        assert!(json.contains("Traffic percent of the canary per step"));
+        // A description deep inside the embedded PodSpec of the retraining JobTemplateSpec.
+        assert!(
+            !json.contains("terminationGracePeriodSeconds is"),
+            "embedded docs left in"
+        );
     }
 }

@@ -530,10 +530,21 @@ async fn a_stale_cache_does_not_repeat_notices() {
     log.lock().unwrap().clear();
     reconcile(&h, &md).await.unwrap();
     let seen = log.lock().unwrap().clone();
-    assert!(
-        !seen.iter().any(|s| s.path.ends_with("/status")),
-        "{seen:#?}"
-    );
+    for repeated in ["RolloutStarted", "RolloutComplete"] {
+        assert!(
+            !seen
+                .iter()
+                .any(|s| s.is_event() && s.body["reason"] == json!(repeated)),
+            "{repeated}: {seen:#?}"
+        );
+    }
+    // What is written now carries only what changed: the replica count is known.
+    let status = seen
+        .iter()
+        .find(|s| s.path.ends_with("/status"))
+        .expect("replicas changed");
+    assert_eq!(status.body["status"]["canary"]["replicas"], json!(1));
+    assert_eq!(status.body["status"]["phase"], json!("Progressing"));
     assert!(
         !seen
             .iter()

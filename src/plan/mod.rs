@@ -223,11 +223,16 @@ impl Planner<'_> {
     /// (status can be lost; the objects still tell).
     fn stable_revision(&self, old: &ModelDeploymentStatus) -> Option<String> {
         let from_status = old.stable.as_ref().map(|s| s.hash.clone());
+        // The Service points at a first revision before it is ready (there is no traffic to
+        // protect), so its selection proves a revision stable only once that revision is
+        // available and status does not name it as the one still rolling out.
         let from_service = self
             .observed
             .service
             .as_ref()
-            .and_then(|s| s.serving_revision.clone());
+            .and_then(|s| s.serving_revision.clone())
+            .filter(|h| old.canary.as_ref().map(|c| &c.hash) != Some(h))
+            .filter(|h| self.observed_revision(h).is_some_and(|r| r.available));
         [from_status, from_service]
             .into_iter()
             .flatten()

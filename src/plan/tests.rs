@@ -133,7 +133,19 @@ fn first_revision_creates_deployment_and_service_then_becomes_stable() {
     assert!(!conditions::is_true(&p.status.conditions, READY));
     assert_eq!(p.notices[0].reason, reason::ROLLOUT_STARTED);
 
-    let observed = apply_plan(&Observed::default(), &p, &[&rev]);
+    // Created, Service pointing at it, pods not ready yet: still rolling out, nothing new.
+    let starting = apply_plan(&Observed::default(), &p, &[]);
+    let p = settle(&mut m, &starting, at(10));
+    assert!(p.actions.is_empty(), "{:?}", applied_kinds(&p));
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+    assert!(p.status.stable.is_none(), "not stable before it is ready");
+    assert!(p.notices.is_empty(), "{:?}", p.notices);
+    // Even with status lost, a not-ready revision the Service selects is not called stable.
+    let mut lost = m.clone();
+    lost.status = None;
+    assert!(plan(&lost, &starting, at(11)).status.stable.is_none());
+
+    let observed = apply_plan(&starting, &p, &[&rev]);
     let p = settle(&mut m, &observed, at(30));
     assert!(p.actions.is_empty(), "{:?}", applied_kinds(&p));
     assert_eq!(p.status.phase, Some(Phase::Healthy));
