@@ -39,10 +39,10 @@ fn checked_in_field_reference_matches_the_code() {
 
 #[test]
 fn checked_in_rbac_matches_the_code() {
-    let checked_in = std::fs::read_to_string("deploy/rbac.yaml").unwrap();
+    let checked_in = std::fs::read_to_string("deploy/base/rbac.yaml").unwrap();
     assert!(
         checked_in == drover::rbac::to_yaml("drover", "drover-system", &[]).unwrap(),
-        "deploy/rbac.yaml is stale: run `cargo run -- rbac > deploy/rbac.yaml`"
+        "deploy/base/rbac.yaml is stale: run `cargo run -- rbac > deploy/base/rbac.yaml`"
     );
 }
 
