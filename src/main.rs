@@ -33,6 +33,8 @@ enum LogFormat {
 enum Command {
     /// Run the controller manager against the current kubeconfig or in-cluster config.
     Operator(drover::operator::OperatorArgs),
+    /// Run the sidecar: a recording reverse proxy in front of the model container.
+    Monitor(drover::monitor::MonitorArgs),
     /// Print the CustomResourceDefinitions.
     Crd {
         /// Print the Markdown field reference instead.
@@ -113,6 +115,31 @@ fn run(cli: Cli) -> Result<(), String> {
                 print!("{}", drover::render::render(md).map_err(|e| e.to_string())?);
             }
             Ok(())
+        }
+        Command::Monitor(args) => {
+            init_logging(cli.log_format, &cli.log_level)?;
+            let threads = if args.threads == 0 {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            } else {
+                args.threads
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start runtime: {e}"))?;
+            runtime
+                .block_on(async move {
+                    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                    tokio::spawn(async move {
+                        drover::operator::wait_for_signal().await;
+                        let _ = stop_tx.send(true);
+                    });
+                    drover::monitor::run(args, stop_rx).await
+                })
+                .map_err(|e| format!("{e:#}"))
         }
         Command::Operator(args) => {
             init_logging(cli.log_format, &cli.log_level)?;

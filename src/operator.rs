@@ -356,12 +356,23 @@ async fn count_phases(readers: Vec<Store<DeserializeGuard<ModelDeployment>>>, me
 }
 
 async fn shutdown_on_signal(stop: watch::Sender<bool>) {
+    wait_for_signal().await;
+    info!("shutting down");
+    let _ = stop.send(true);
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
-                Err(_) => return,
+                Err(_) => {
+                    // Without a SIGTERM handler, still stop on Ctrl-C (never at once).
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
             };
         tokio::select! {
             _ = term.recv() => {}
@@ -370,8 +381,6 @@ async fn shutdown_on_signal(stop: watch::Sender<bool>) {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
-    info!("shutting down");
-    let _ = stop.send(true);
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

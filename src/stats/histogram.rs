@@ -243,6 +243,35 @@ impl FeatureHistogram {
         })
     }
 
+    /// A histogram from counts summarised elsewhere (a reference profile): `sum` and `sum_sq`
+    /// are rebuilt from the mean and population standard deviation when given.
+    pub fn from_counts(
+        layout: BinLayout,
+        counts: Vec<u64>,
+        mean: Option<f64>,
+        std_dev: Option<f64>,
+    ) -> Result<Self, StatsError> {
+        let count = total(&counts).ok_or(StatsError::InconsistentSnapshot {
+            reason: "bin counts overflow",
+        })?;
+        let n = count as f64;
+        let (sum, sum_sq) = match (mean, std_dev) {
+            (Some(m), Some(s)) if m.is_finite() && s.is_finite() => (m * n, (s * s + m * m) * n),
+            (Some(m), None) if m.is_finite() => (m * n, m * m * n),
+            _ => (0.0, 0.0),
+        };
+        FeatureHistogram::try_from(HistogramSnapshot {
+            layout,
+            counts,
+            count,
+            sum,
+            sum_sq,
+            missing: 0,
+            non_finite: 0,
+            type_mismatch: 0,
+        })
+    }
+
     /// Records a numeric value: NaN and infinities go to `non_finite`, and a
     /// number seen by a categorical layout goes to `type_mismatch` (callers
     /// with numeric category codes should format them and use

@@ -1,0 +1,160 @@
+//! The monitor's admin port: `/drover/report`, `/metrics` (both behind the per-ModelDeployment
+//! bearer token), `/healthz`, `/readyz` (ready when the model answers its health path), and
+//! `/drover/prestop`, the model container's preStop hook.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use prometheus_client::registry::Registry;
+use subtle::ConstantTimeEq;
+
+use super::recorder::{MetricsCollector, Recorder};
+
+/// How long `/drover/prestop` holds the model's termination, so endpoints stop sending traffic
+/// before the model exits (the classic preStop pause).
+pub const PRESTOP_PAUSE: Duration = Duration::from_secs(5);
+/// How long `/readyz` waits for the model's health path.
+pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shared admin state.
+#[derive(Clone)]
+pub struct AdminState {
+    recorder: Arc<Recorder>,
+    token: Option<Arc<Vec<u8>>>,
+    registry: Arc<Registry>,
+    health_url: String,
+    client: HttpClient<HttpConnector, Empty<Bytes>>,
+    /// Set by `/drover/prestop`.
+    pub terminating: Arc<AtomicBool>,
+    prestop_pause: Duration,
+}
+
+impl AdminState {
+    /// Admin state over `recorder`, requiring `token` (if any) for report and metrics.
+    pub fn new(recorder: Arc<Recorder>, token: Option<Vec<u8>>, health_url: String) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(MetricsCollector(recorder.clone())));
+        Self {
+            recorder,
+            token: token.map(Arc::new),
+            registry: Arc::new(registry),
+            health_url,
+            client: HttpClient::builder(hyper_util::rt::TokioExecutor::new())
+                .build(HttpConnector::new()),
+            terminating: Arc::new(AtomicBool::new(false)),
+            prestop_pause: PRESTOP_PAUSE,
+        }
+    }
+
+    /// Shares the proxy's terminating flag, so `/drover/prestop` marks in-flight traffic.
+    pub fn with_terminating(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.terminating = flag;
+        self
+    }
+
+    /// Overrides the preStop pause (tests).
+    pub fn with_prestop_pause(mut self, pause: Duration) -> Self {
+        self.prestop_pause = pause;
+        self
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|given| bool::from(given.ct_eq(token.as_slice())))
+    }
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/drover/report", get(report))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/drover/prestop", get(prestop))
+        .with_state(state)
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a valid bearer token is required",
+    )
+        .into_response()
+}
+
+async fn report(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !state.authorized(&headers) {
+        return unauthorized();
+    }
+    match serde_json::to_vec(&state.recorder.report()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !state.authorized(&headers) {
+        return unauthorized();
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.terminating.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "terminating").into_response();
+    }
+    let Ok(uri) = state.health_url.parse::<http::Uri>() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "invalid model health URL").into_response();
+    };
+    let request = http::Request::get(uri).body(Empty::new());
+    let Ok(request) = request else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "invalid model health URL").into_response();
+    };
+    match tokio::time::timeout(READINESS_TIMEOUT, state.client.request(request)).await {
+        Ok(Ok(r)) if r.status().is_success() => {
+            let _ = r.into_body().collect().await;
+            (StatusCode::OK, "ready").into_response()
+        }
+        Ok(Ok(r)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("model health answered {}", r.status()),
+        )
+            .into_response(),
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "model not reachable").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "model health timed out").into_response(),
+    }
+}
+
+async fn prestop(State(state): State<AdminState>) -> impl IntoResponse {
+    state.terminating.store(true, Ordering::Relaxed);
+    tokio::time::sleep(state.prestop_pause).await;
+    "draining"
+}

@@ -1,0 +1,349 @@
+//! The serving side: a reverse proxy in front of the model container that records every
+//! exchange and never changes a response unless an option says so.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use super::payload::{self, Unreadable};
+use super::recorder::{Exchange, Outcome, Recorder};
+use super::sampling::ExchangeLog;
+
+/// The body type the proxy answers with: buffered bytes, or the model's body streamed through.
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// What the monitor does below the confidence floor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BelowFloor {
+    /// Answer 422 with an explanation.
+    Reject,
+    /// Answer 200 with this JSON body.
+    Fallback(Bytes),
+}
+
+/// Settings of the serving side.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// `http://127.0.0.1:<port>` of the model container.
+    pub upstream: Uri,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest response body the monitor buffers to read predictions; larger or unsized
+    /// responses stream through unread.
+    pub max_parsed_response_bytes: u64,
+    /// How long the model may take (504 beyond).
+    pub upstream_timeout: Duration,
+    /// API key every request must carry, if any.
+    pub api_key: Option<Vec<u8>>,
+    /// Confidence floor and what to do below it.
+    pub confidence_floor: Option<(f64, BelowFloor)>,
+}
+
+/// Everything a request needs.
+pub struct Proxy {
+    /// Settings.
+    pub settings: ProxySettings,
+    /// Shared state.
+    pub recorder: Arc<Recorder>,
+    /// Connection pool to the model.
+    pub client: HttpClient<HttpConnector, Full<Bytes>>,
+    /// Sampled request/response log.
+    pub log: ExchangeLog,
+    /// Set once the pod is terminating.
+    pub terminating: Arc<AtomicBool>,
+}
+
+/// A pooled keep-alive client to the model on loopback.
+pub fn upstream_client() -> HttpClient<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    HttpClient::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({"error": message, "source": "drover-monitor"}).to_string();
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.as_bytes();
+        return v
+            .strip_prefix(b"Bearer ")
+            .or_else(|| v.strip_prefix(b"bearer "));
+    }
+    headers.get("x-api-key").map(HeaderValue::as_bytes)
+}
+
+impl Proxy {
+    /// Handles one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, hyper::Error> {
+        let started = Instant::now();
+        let terminating = self.terminating.load(Ordering::Relaxed);
+        let record_bare = |status: StatusCode, outcome: Option<Outcome>| {
+            if let Some(o) = outcome {
+                self.recorder.outcome(o);
+            }
+            self.recorder.record(Exchange {
+                status: status.as_u16(),
+                latency: started.elapsed(),
+                request: None,
+                response: None,
+                terminating,
+            });
+        };
+
+        if let Some(key) = &self.settings.api_key {
+            let ok = presented_key(request.headers())
+                .is_some_and(|given| bool::from(given.ct_eq(key.as_slice())));
+            if !ok {
+                record_bare(StatusCode::UNAUTHORIZED, Some(Outcome::Unauthorized));
+                let mut r = plain(StatusCode::UNAUTHORIZED, "missing or invalid API key");
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return Ok(r);
+            }
+        }
+
+        let (mut parts, body) = request.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.settings.max_body_bytes as u64) {
+            record_bare(StatusCode::PAYLOAD_TOO_LARGE, Some(Outcome::TooLarge));
+            return Ok(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
+        }
+        let body = match Limited::new(body, self.settings.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    record_bare(StatusCode::PAYLOAD_TOO_LARGE, Some(Outcome::TooLarge));
+                    return Ok(plain(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large",
+                    ));
+                }
+                // The client went away or sent a broken body: nothing to forward.
+                record_bare(StatusCode::BAD_REQUEST, None);
+                return Ok(plain(
+                    StatusCode::BAD_REQUEST,
+                    "could not read the request body",
+                ));
+            }
+        };
+
+        // Forward.
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let upstream = match Uri::try_from(format!(
+            "{}{}",
+            self.settings.upstream.to_string().trim_end_matches('/'),
+            path
+        )) {
+            Ok(uri) => uri,
+            Err(_) => {
+                record_bare(StatusCode::BAD_REQUEST, None);
+                return Ok(plain(StatusCode::BAD_REQUEST, "invalid request target"));
+            }
+        };
+        let method = parts.method.clone();
+        let request_path = parts.uri.path().to_string();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.uri = upstream;
+        parts.version = http::Version::HTTP_11;
+        let forwarded = Request::from_parts(parts, Full::new(body.clone()));
+        let response = match tokio::time::timeout(
+            self.settings.upstream_timeout,
+            self.client.request(forwarded),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => {
+                record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
+                return Ok(plain(
+                    StatusCode::BAD_GATEWAY,
+                    "the model server could not be reached",
+                ));
+            }
+            Err(_) => {
+                record_bare(StatusCode::GATEWAY_TIMEOUT, Some(Outcome::UpstreamTimeout));
+                return Ok(plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the model server did not answer in time",
+                ));
+            }
+        };
+
+        let parsed_request = (!body.is_empty()).then(|| payload::parse_json(&body));
+        let (mut resp_parts, resp_body) = response.into_parts();
+        strip_hop_by_hop(&mut resp_parts.headers);
+        let length = resp_parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let status = resp_parts.status;
+
+        // Responses of unknown or large size stream through unread.
+        let Some(length) = length.filter(|n| *n <= self.settings.max_parsed_response_bytes) else {
+            self.recorder.record(Exchange {
+                status: status.as_u16(),
+                latency: started.elapsed(),
+                request: parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
+                response: Some(Err(Unreadable::UnknownShape)),
+                terminating,
+            });
+            return Ok(Response::from_parts(resp_parts, resp_body.boxed()));
+        };
+        let bytes = match resp_body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => {
+                record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
+                return Ok(plain(
+                    StatusCode::BAD_GATEWAY,
+                    "the model server's response broke off",
+                ));
+            }
+        };
+        let _ = length;
+        let parsed_response =
+            (status.is_success() && !bytes.is_empty()).then(|| payload::parse_json(&bytes));
+
+        let mut answer = Response::from_parts(resp_parts, full(bytes.clone()));
+        if let (Some((floor, action)), Some(Ok(value))) =
+            (&self.settings.confidence_floor, &parsed_response)
+            && let Some(lowest) = lowest_confidence(value)
+            && lowest < *floor
+        {
+            answer = match action {
+                BelowFloor::Reject => {
+                    self.recorder.outcome(Outcome::Rejected);
+                    let body = serde_json::json!({
+                        "error": "prediction confidence below the floor",
+                        "confidence": lowest,
+                        "floor": floor,
+                        "source": "drover-monitor",
+                    });
+                    let mut r = Response::new(full(body.to_string()));
+                    *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
+                BelowFloor::Fallback(fallback) => {
+                    self.recorder.outcome(Outcome::Fallback);
+                    let mut r = Response::new(full(fallback.clone()));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    r.headers_mut().insert(
+                        "x-drover-fallback",
+                        HeaderValue::from_static("confidence-below-floor"),
+                    );
+                    r
+                }
+            };
+        }
+        let final_status = answer.status();
+        if self.log.should_log() {
+            self.recorder.outcome(Outcome::Logged);
+            self.log.write(
+                &method,
+                &request_path,
+                final_status,
+                started.elapsed(),
+                &body,
+                &bytes,
+            );
+        }
+        self.recorder.record(Exchange {
+            status: final_status.as_u16(),
+            latency: started.elapsed(),
+            request: parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
+            response: parsed_response.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
+            terminating,
+        });
+        Ok(answer)
+    }
+}
+
+fn lowest_confidence(value: &Value) -> Option<f64> {
+    let reading = payload::read_response(value).ok()?;
+    reading
+        .confidences
+        .into_iter()
+        .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.min(c))))
+}
