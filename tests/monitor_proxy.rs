@@ -1,0 +1,557 @@
+//! `drover monitor` with real HTTP traffic against a real upstream server on loopback: what it
+//! records, what it passes through untouched, and every case it must handle itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes as AxumBytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use clap::Parser;
+use drover::monitor::report::Report;
+use drover::monitor::{self, MonitorArgs, admin};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+struct Wrap {
+    #[command(flatten)]
+    args: MonitorArgs,
+}
+
+/// The model: a FastAPI-like server. `/predict` answers a prediction with probability
+/// `confidence` from the request (default 0.9); invalid JSON gets FastAPI's 422; `/slow` sleeps;
+/// `/stream` answers without a content length.
+async fn upstream() -> SocketAddr {
+    async fn predict(body: AxumBytes) -> impl IntoResponse {
+        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                [("content-type", "application/json")],
+                r#"{"detail":"invalid json"}"#.to_string(),
+            );
+        };
+        let p = v.get("confidence").and_then(Value::as_f64).unwrap_or(0.9);
+        let prediction = i32::from(v.get("amount").and_then(Value::as_f64).unwrap_or(0.0) > 100.0);
+        (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            json!({"prediction": prediction, "probability": p}).to_string(),
+        )
+    }
+    async fn batch(body: AxumBytes) -> impl IntoResponse {
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let n = v["instances"].as_array().map(Vec::len).unwrap_or(0);
+        let out = json!({"predictions": vec![0; n], "probabilities": vec![[0.8, 0.2]; n]});
+        (
+            [("content-type", "application/json"), ("x-model", "fraud")],
+            out.to_string(),
+        )
+    }
+    async fn echo_headers(headers: HeaderMap) -> impl IntoResponse {
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        json!({"sawAuthorization": auth}).to_string()
+    }
+    let app = Router::new()
+        .route("/predict", post(predict))
+        .route("/predict/batch", post(batch))
+        .route("/health", get(|| async { "ok" }))
+        .route("/headers", get(echo_headers))
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks =
+                    futures::stream::iter(vec![Ok::<_, std::io::Error>("a"), Ok("b"), Ok("c")]);
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+struct Monitor {
+    serving: SocketAddr,
+    admin: SocketAddr,
+    stop: watch::Sender<bool>,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir()
+                .join(format!("drover-monitor-test-{:016x}", fastrand::u64(..)));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+const TOKEN: &str = "report-token-123";
+
+async fn start_monitor(upstream: SocketAddr, extra: &[&str]) -> Monitor {
+    let dir = tempdir::Dir::new();
+    let token = dir.0.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let profile = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/models/fraud/profile.json"
+    );
+    let mut argv: Vec<String> = vec![
+        "monitor".into(),
+        "--upstream".into(),
+        upstream.to_string(),
+        "--profile".into(),
+        profile.into(),
+        "--report-token-file".into(),
+        token.display().to_string(),
+        "--model-version".into(),
+        "1.0.0".into(),
+        "--upstream-timeout".into(),
+        "1s".into(),
+        "--max-body-bytes".into(),
+        "4096".into(),
+    ];
+    for e in extra {
+        argv.push(e.replace("{dir}", &dir.0.display().to_string()));
+    }
+    let args = Wrap::parse_from(argv).args;
+    let prepared = monitor::prepare(&args).expect("valid monitor arguments");
+    let serving_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serving = serving_listener.local_addr().unwrap();
+    let admin_addr = admin_listener.local_addr().unwrap();
+    let state = admin::AdminState::new(
+        prepared.proxy.recorder.clone(),
+        prepared.report_token.clone(),
+        format!("http://{upstream}/health"),
+    )
+    .with_terminating(prepared.proxy.terminating.clone())
+    .with_prestop_pause(Duration::from_millis(10));
+    tokio::spawn(async move { axum::serve(admin_listener, admin::router(state)).await });
+    let (stop, mut stop_rx) = watch::channel(false);
+    let proxy = prepared.proxy.clone();
+    tokio::spawn(async move {
+        monitor::serve(serving_listener, proxy, prepared.tls, &mut stop_rx).await
+    });
+    Monitor {
+        serving,
+        admin: admin_addr,
+        stop,
+        _dir: dir,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+async fn send(
+    method: &str,
+    url: String,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = client
+        .request(request.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn report(m: &Monitor) -> Report {
+    let a = send(
+        "GET",
+        format!("http://{}/drover/report", m.admin),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    serde_json::from_slice(&a.body).unwrap()
+}
+
+fn transaction(amount: f64) -> String {
+    json!({"amount": amount, "age": 40, "account_age_days": 400, "transactions_24h": 2, "distance_km": 5.0,
+           "merchant_category": "grocery", "channel": "online"})
+    .to_string()
+}
+
+#[tokio::test]
+async fn records_features_predictions_confidence_and_latency() {
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    for i in 0..40 {
+        let a = send(
+            "POST",
+            format!("http://{}/predict", m.serving),
+            &[("content-type", "application/json")],
+            transaction(10.0 + i as f64 * 5.0),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    let row: Value = serde_json::from_str(&transaction(5.0)).unwrap();
+    let batch = json!({"instances": vec![row; 5]}).to_string();
+    let a = send(
+        "POST",
+        format!("http://{}/predict/batch", m.serving),
+        &[("content-type", "application/json")],
+        batch,
+    )
+    .await;
+    assert_eq!(
+        a.headers["x-model"], "fraud",
+        "response headers pass through"
+    );
+    let r = report(&m).await;
+    assert_eq!(r.requests.success, 41);
+    assert_eq!(r.rows, 45, "a batch counts every row");
+    assert_eq!(r.features["amount"].count(), 45);
+    assert_eq!(r.features["channel"].count(), 45);
+    assert_eq!(r.prediction.as_ref().unwrap().count(), 45);
+    assert_eq!(r.confidence.as_ref().unwrap().count(), 45);
+    assert_eq!(r.latency.count(), 41);
+    assert_eq!(r.model_version, "1.0.0");
+    let p50 = r.latency.quantile(0.5).unwrap();
+    assert!(p50 > 0.0 && p50 < 1.0, "{p50}");
+}
+
+#[tokio::test]
+async fn responses_pass_through_byte_for_byte_and_bad_payloads_are_counted() {
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    let direct = send(
+        "POST",
+        format!("http://{up}/predict"),
+        &[],
+        transaction(50.0),
+    )
+    .await;
+    let through = send(
+        "POST",
+        format!("http://{}/predict", m.serving),
+        &[],
+        transaction(50.0),
+    )
+    .await;
+    assert_eq!(direct.body, through.body);
+    assert_eq!(
+        direct.headers["content-type"],
+        through.headers["content-type"]
+    );
+    for bad in [
+        &b"{\"amount\": "[..],
+        &[0xff, 0xfe, 0x00][..],
+        &b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["[..],
+    ] {
+        let direct = send(
+            "POST",
+            format!("http://{up}/predict"),
+            &[],
+            Bytes::copy_from_slice(bad),
+        )
+        .await;
+        let through = send(
+            "POST",
+            format!("http://{}/predict", m.serving),
+            &[],
+            Bytes::copy_from_slice(bad),
+        )
+        .await;
+        assert_eq!(direct.status, through.status);
+        assert_eq!(
+            direct.body, through.body,
+            "the model's error passes through untouched"
+        );
+    }
+    let streamed = send("GET", format!("http://{}/stream", m.serving), &[], "").await;
+    assert_eq!(
+        &streamed.body[..],
+        b"abc",
+        "unsized responses stream through"
+    );
+    let r = report(&m).await;
+    assert_eq!(r.counters.unparsed_requests, 3);
+    assert_eq!(r.requests.client_error, 3);
+}
+
+#[tokio::test]
+async fn limits_timeouts_and_a_dead_model_are_answered_and_counted() {
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    let big = format!("{{\"amount\": 1, \"pad\": \"{}\"}}", "x".repeat(5000));
+    let a = send("POST", format!("http://{}/predict", m.serving), &[], big).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let a = send("POST", format!("http://{}/slow", m.serving), &[], "{}").await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    let r = report(&m).await;
+    assert_eq!(r.counters.too_large, 1);
+    assert_eq!(r.counters.upstream_timeouts, 1);
+
+    // A monitor whose model is not running.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let m2 = start_monitor(dead, &[]).await;
+    let a = send(
+        "POST",
+        format!("http://{}/predict", m2.serving),
+        &[],
+        transaction(1.0),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(report(&m2).await.counters.upstream_errors, 1);
+    let ready = send("GET", format!("http://{}/readyz", m2.admin), &[], "").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready while the model is down"
+    );
+    let ready = send("GET", format!("http://{}/readyz", m.admin), &[], "").await;
+    assert_eq!(ready.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn chunked_uploads_are_read_and_forwarded() {
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    let client: Client<
+        HttpConnector,
+        http_body_util::StreamBody<
+            futures::stream::Iter<
+                std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::io::Error>>,
+            >,
+        >,
+    > = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let body = transaction(500.0);
+    let (a, b) = body.split_at(10);
+    let frames = vec![
+        Ok(hyper::body::Frame::data(Bytes::from(a.to_string()))),
+        Ok(hyper::body::Frame::data(Bytes::from(b.to_string()))),
+    ];
+    let request = http::Request::post(format!("http://{}/predict", m.serving))
+        .body(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["prediction"],
+        1
+    );
+    assert_eq!(report(&m).await.rows, 1);
+}
+
+#[tokio::test]
+async fn the_report_and_metrics_need_the_token_and_metrics_are_well_formed() {
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    send(
+        "POST",
+        format!("http://{}/predict", m.serving),
+        &[],
+        transaction(42.0),
+    )
+    .await;
+    for path in ["/drover/report", "/metrics"] {
+        let a = send("GET", format!("http://{}{path}", m.admin), &[], "").await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");
+        let a = send(
+            "GET",
+            format!("http://{}{path}", m.admin),
+            &[("authorization", "Bearer wrong")],
+            "",
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let a = send(
+        "GET",
+        format!("http://{}/metrics", m.admin),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    )
+    .await;
+    let text = String::from_utf8(a.body.to_vec()).unwrap();
+    assert!(
+        text.contains("drover_monitor_requests_total{code_class=\"2xx\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("drover_monitor_request_duration_seconds_count 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("drover_monitor_feature_mean{feature=\"amount\"} 42"),
+        "{text}"
+    );
+    assert!(
+        text.contains("drover_monitor_predictions_total{class=\"0\"} 1"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn api_key_and_confidence_floor() {
+    let up = upstream().await;
+    let key_dir = tempdir::Dir::new();
+    let key = key_dir.0.join("key");
+    std::fs::write(&key, "s3cret").unwrap();
+    let key_arg = key.display().to_string();
+    let m = start_monitor(
+        up,
+        &["--api-key-file", &key_arg, "--confidence-floor", "0.6"],
+    )
+    .await;
+    let url = format!("http://{}/predict", m.serving);
+    assert_eq!(
+        send("POST", url.clone(), &[], transaction(1.0))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(
+            "POST",
+            url.clone(),
+            &[("authorization", "Bearer nope")],
+            transaction(1.0)
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(
+            "POST",
+            url.clone(),
+            &[("x-api-key", "s3cret")],
+            transaction(1.0)
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let low = json!({"amount": 1, "confidence": 0.55}).to_string();
+    let a = send(
+        "POST",
+        url.clone(),
+        &[("authorization", "Bearer s3cret")],
+        low.clone(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(a.json()["floor"], 0.6);
+    let r = report(&m).await;
+    assert_eq!(r.counters.unauthorized, 2);
+    assert_eq!(r.counters.rejected, 1);
+
+    let fb = start_monitor(
+        up,
+        &[
+            "--confidence-floor",
+            "0.6",
+            "--below-floor",
+            "fallback",
+            "--fallback-response",
+            r#"{"prediction": "review"}"#,
+        ],
+    )
+    .await;
+    let a = send("POST", format!("http://{}/predict", fb.serving), &[], low).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json(), json!({"prediction": "review"}));
+    assert_eq!(a.headers["x-drover-fallback"], "confidence-below-floor");
+    assert_eq!(report(&fb).await.counters.fallbacks, 1);
+}
+
+#[tokio::test]
+async fn requests_during_termination_are_counted_apart() {
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    let a = send("GET", format!("http://{}/drover/prestop", m.admin), &[], "").await;
+    assert_eq!(a.status, StatusCode::OK);
+    let ready = send("GET", format!("http://{}/readyz", m.admin), &[], "").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    send(
+        "POST",
+        format!("http://{}/predict", m.serving),
+        &[],
+        transaction(1.0),
+    )
+    .await;
+    let r = report(&m).await;
+    assert_eq!(r.counters.during_termination, 1);
+    assert_eq!(r.requests.total(), 0);
+    let _ = m.stop.send(true);
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_works() {
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let request = http::Request::post(format!("http://{}/predict", m.serving))
+        .body(Full::new(Bytes::from(transaction(7.0))))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(report(&m).await.rows, 1);
+    let _ = Arc::new(());
+}
