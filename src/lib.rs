@@ -11,6 +11,7 @@ pub mod build;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod drift;
 pub mod leader;
 pub mod metrics;
 pub mod monitor;

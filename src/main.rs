@@ -35,6 +35,27 @@ enum Command {
     Operator(drover::operator::OperatorArgs),
     /// Run the sidecar: a recording reverse proxy in front of the model container.
     Monitor(drover::monitor::MonitorArgs),
+    /// Drift of a monitor report (or of the window between two) against a reference profile.
+    Drift {
+        /// The reference profile JSON.
+        #[arg(long)]
+        profile: PathBuf,
+        /// A `/drover/report` JSON.
+        #[arg(long)]
+        report: PathBuf,
+        /// An earlier report of the same monitor: measure only what came after it.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// psi, ks, jensen-shannon, wasserstein or chi-square.
+        #[arg(long, default_value = "psi")]
+        method: String,
+        /// Score above which a feature counts as drifted.
+        #[arg(long, default_value_t = 0.2)]
+        threshold: f64,
+        /// Values a feature needs in the window for a verdict.
+        #[arg(long, default_value_t = 100)]
+        min_samples: u64,
+    },
     /// Print the CustomResourceDefinitions.
     Crd {
         /// Print the Markdown field reference instead.
@@ -84,6 +105,43 @@ fn read_input(file: &PathBuf) -> Result<String, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Drift {
+            profile,
+            report,
+            baseline,
+            method,
+            threshold,
+            min_samples,
+        } => {
+            let method = match method.as_str() {
+                "psi" => drover::stats::DriftMethod::Psi,
+                "ks" => drover::stats::DriftMethod::Ks,
+                "jensen-shannon" | "js" => drover::stats::DriftMethod::JensenShannon,
+                "wasserstein" => drover::stats::DriftMethod::Wasserstein,
+                "chi-square" => drover::stats::DriftMethod::ChiSquare,
+                other => return Err(format!("unknown --method {other:?}")),
+            };
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            let profile = drover::profile::ReferenceProfile::from_json(&read(&profile)?)
+                .map_err(|e| e.to_string())?;
+            let parse = |p: &PathBuf| -> Result<drover::monitor::report::Report, String> {
+                serde_json::from_slice(&read(p)?)
+                    .map_err(|e| format!("{}: not a monitor report: {e}", p.display()))
+            };
+            let mut window = parse(&report)?;
+            if let Some(b) = baseline {
+                window = window.delta(&parse(&b)?).map_err(|e| e.to_string())?;
+            }
+            let assessment =
+                drover::drift::assess(&profile, &window, method, threshold, min_samples);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&assessment).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
         Command::Crd { reference: false } => {
             print!("{}", drover::crd::to_yaml().map_err(|e| e.to_string())?);
             Ok(())
