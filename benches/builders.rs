@@ -35,7 +35,14 @@ fn builders(c: &mut Criterion) {
         b.iter(|| revision_of(black_box(&md.spec)))
     });
     c.bench_function("build Deployment", |b| {
-        b.iter(|| build::deployment::build(black_box(&md), &rev, None))
+        b.iter(|| {
+            build::deployment::build(
+                black_box(&md),
+                &rev,
+                None,
+                drover::plan::DEFAULT_MONITOR_IMAGE,
+            )
+        })
     });
     c.bench_function("build Service", |b| {
         b.iter(|| build::service::build(black_box(&md), &rev))
@@ -44,7 +51,14 @@ fn builders(c: &mut Criterion) {
         b.iter(|| build::autoscaler::build(black_box(&md), &autoscaling, "x"))
     });
     c.bench_function("plan: first revision (all builders + status)", |b| {
-        b.iter(|| plan::plan(black_box(&md), &Observed::default(), now))
+        b.iter(|| {
+            plan::plan(
+                black_box(&md),
+                &Observed::default(),
+                &plan::Settings::default(),
+                now,
+            )
+        })
     });
 }
 

@@ -34,7 +34,7 @@ enum Command {
     /// Run the controller manager against the current kubeconfig or in-cluster config.
     Operator(drover::operator::OperatorArgs),
     /// Run the sidecar: a recording reverse proxy in front of the model container.
-    Monitor(drover::monitor::MonitorArgs),
+    Monitor(Box<drover::monitor::MonitorArgs>),
     /// Drift of a monitor report (or of the window between two) against a reference profile.
     Drift {
         /// The reference profile JSON.
@@ -195,7 +195,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         drover::operator::wait_for_signal().await;
                         let _ = stop_tx.send(true);
                     });
-                    drover::monitor::run(args, stop_rx).await
+                    drover::monitor::run(*args, stop_rx).await
                 })
                 .map_err(|e| format!("{e:#}"))
         }

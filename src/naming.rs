@@ -43,6 +43,11 @@ pub fn service(model: &str) -> String {
     model.to_string()
 }
 
+/// Name of the Secret holding the token the monitors' report and metrics require.
+pub fn monitor_token(model: &str) -> String {
+    format!("{model}-monitor-token")
+}
+
 /// Name of the HorizontalPodAutoscaler.
 pub fn autoscaler(model: &str) -> String {
     model.to_string()
@@ -55,7 +60,7 @@ pub fn derived_names(model: &str) -> Vec<String> {
         revision_deployment(model, "0123456789"),
         format!("{model}-stable"),
         format!("{model}-canary"),
-        format!("{model}-monitor-token"),
+        monitor_token(model),
         format!("{model}-retrain-{}", "29123456"),
         service(model),
         autoscaler(model),

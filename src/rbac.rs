@@ -89,6 +89,13 @@ pub const RULES: &[Rule] = &[
         why: "check that the reference profile named in spec.monitoring.reference exists",
     },
     Rule {
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["get", "create"],
+        scope: Scope::Watched,
+        why: "the per-ModelDeployment monitor token: created once, read to scrape reports (no list, no watch)",
+    },
+    Rule {
         api_group: "events.k8s.io",
         resources: &["events"],
         verbs: &["create", "patch"],
@@ -237,10 +244,10 @@ mod tests {
                 !rule.resources.contains(&"*"),
                 "wildcard resource in {rule:?}"
             );
-            assert!(
-                !rule.resources.contains(&"secrets"),
-                "Drover reads no Secrets yet: {rule:?}"
-            );
+            if rule.resources.contains(&"secrets") {
+                // Only the monitor tokens: read one by name, create it; never list or watch.
+                assert_eq!(rule.verbs, &["get", "create"], "{rule:?}");
+            }
             assert!(!rule.why.is_empty());
         }
     }

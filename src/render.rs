@@ -49,7 +49,12 @@ pub fn render(md: &ModelDeployment) -> Result<String, RenderError> {
             problems: problems.join("; "),
         });
     }
-    let plan = plan::plan(&md, &Observed::default(), Timestamp::UNIX_EPOCH);
+    let plan = plan::plan(
+        &md,
+        &Observed::default(),
+        &plan::Settings::default(),
+        Timestamp::UNIX_EPOCH,
+    );
     let mut out = String::new();
     for action in plan.actions {
         if let Action::Apply(child) = action {

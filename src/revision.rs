@@ -1,7 +1,8 @@
 //! The revision of a ModelDeployment: a stable hash of what is served.
 //!
-//! The hash covers only the canonical, user-given fields of `spec.model` and `spec.pod`, plus a
-//! scheme version; never builder output or server-side defaults. Fields equal to their default
+//! The hash covers only the canonical, user-given fields of `spec.model`, `spec.pod`, the monitor
+//! sidecar (`spec.monitoring.sidecar`) and the reference profile reference, plus a scheme
+//! version; never builder output or server-side defaults. Fields equal to their default
 //! and empty lists or maps are left out of the canonical form, so a field added to the API later
 //! (with a default) leaves every existing hash alone, and a value the API server defaulted hashes
 //! the same as one the user wrote. Upgrading Drover therefore never re-rolls every model. Golden
@@ -10,7 +11,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::api::ModelDeploymentSpec;
+use crate::api::{ModelDeploymentSpec, SidecarSpec};
 
 /// Version of the canonical form; bump only together with a migration story.
 pub const HASH_SCHEME: &str = "drover.dev/revision/v1";
@@ -62,6 +63,22 @@ pub fn canonical_form(spec: &ModelDeploymentSpec) -> Value {
     let pod = prune(pod);
     if !is_empty(&pod) {
         root.insert("pod".into(), pod);
+    }
+    // The sidecar changes what clients get (floor, fallback, limits) and the profile belongs
+    // to the model version: both are part of what is served. Fields equal to the sidecar's
+    // defaults are left out, like the model's.
+    let mut sidecar = serde_json::to_value(&spec.monitoring.sidecar).unwrap_or(Value::Null);
+    let defaults = serde_json::to_value(SidecarSpec::default()).unwrap_or(Value::Null);
+    if let (Value::Object(fields), Value::Object(defaults)) = (&mut sidecar, &defaults) {
+        fields.retain(|k, v| defaults.get(k) != Some(v));
+    }
+    let sidecar = prune(sidecar);
+    if !is_empty(&sidecar) {
+        root.insert("sidecar".into(), sidecar);
+    }
+    if let Some(reference) = &spec.monitoring.reference {
+        let reference = prune(serde_json::to_value(reference).unwrap_or(Value::Null));
+        root.insert("reference".into(), reference);
     }
     Value::Object(root)
 }
@@ -117,6 +134,13 @@ spec:
     }
 
     #[test]
+    fn sidecar_defaults_do_not_change_the_hash() {
+        let explicit = MINIMAL.to_string()
+            + "  monitoring: {sidecar: {belowFloor: Reject, logSampleRate: 0, logMaxBytes: 4096, maxBodyBytes: 10485760, upstreamTimeout: 30s}}\n";
+        assert_eq!(revision_of(&spec(MINIMAL)), revision_of(&spec(&explicit)));
+    }
+
+    #[test]
     fn server_defaults_do_not_change_the_hash() {
         let defaulted = MINIMAL.replace(
             r#"image: "registry.example.com/fraud:1.4.0"}"#,
@@ -135,6 +159,8 @@ spec:
     fn what_is_served_changes_the_hash() {
         let base = revision_of(&spec(MINIMAL));
         for changed in [
+            MINIMAL.to_string() + "  monitoring: {sidecar: {confidenceFloor: 0.5}}\n",
+            MINIMAL.to_string() + "  monitoring: {reference: {configMapRef: {name: p}}}\n",
             MINIMAL.replace("1.4.0\"}", "1.4.0\", port: 9000}"),
             MINIMAL.replace("version: \"1.4.0\"", "version: \"1.4.1\""),
             MINIMAL.to_string() + "  pod: {serviceAccountName: reader}\n",

@@ -360,18 +360,17 @@ async fn limits_timeouts_and_a_dead_model_are_answered_and_counted() {
     assert_eq!(ready.status, StatusCode::OK);
 }
 
+/// A body sent as separate chunks (no content length).
+type ChunkedBody = http_body_util::StreamBody<
+    futures::stream::Iter<std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::io::Error>>>,
+>;
+
 #[tokio::test]
 async fn chunked_uploads_are_read_and_forwarded() {
     let up = upstream().await;
     let m = start_monitor(up, &[]).await;
-    let client: Client<
-        HttpConnector,
-        http_body_util::StreamBody<
-            futures::stream::Iter<
-                std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::io::Error>>,
-            >,
-        >,
-    > = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, ChunkedBody> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let body = transaction(500.0);
     let (a, b) = body.split_at(10);
     let frames = vec![

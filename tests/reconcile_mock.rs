@@ -82,6 +82,11 @@ fn mock_client(md: &ModelDeployment, script: Script) -> (Client, Log) {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd is sad", "reason": "InternalError", "code": 500}),
                 )
+            } else if entry.method == "GET" && entry.path.contains("/secrets/") {
+                (
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+                )
             } else if entry.path.contains("/modeldeployments/") {
                 let mut md = md_json.clone();
                 md["status"] = body["status"].clone();
@@ -184,7 +189,7 @@ fn ready(mut d: Deployment, replicas: i32) -> Deployment {
 fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
     let mut observed = Observed::default();
     for _ in 0..3 {
-        let p = plan::plan(md, &observed, at(0));
+        let p = plan::plan(md, &observed, &plan::Settings::default(), at(0));
         for action in &p.actions {
             match action {
                 Action::Apply(Child::Deployment(d)) => {
@@ -251,11 +256,21 @@ async fn reconcile(
     .expect("reconcile must not hang")
 }
 
+/// Writes to children and status (Events and the monitor token are looked at apart).
 fn writes(log: &Log) -> Vec<Seen> {
     log.lock()
         .unwrap()
         .iter()
-        .filter(|s| !s.is_event())
+        .filter(|s| !s.is_event() && s.method != "GET" && !s.path.contains("/secrets"))
+        .cloned()
+        .collect()
+}
+
+fn secret_writes(log: &Log) -> Vec<Seen> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.contains("/secrets") && s.method != "GET")
         .cloned()
         .collect()
 }
@@ -267,6 +282,25 @@ async fn first_apply_creates_children_with_field_manager_and_owner_references_th
     let (client, log) = mock_client(&md, Script::default());
     let h = harness(client, WriteGate::always_open());
     reconcile(&h, &md).await.unwrap();
+
+    // The monitor token Secret comes first: the pods mount it.
+    let secrets = secret_writes(&log);
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(
+        (secrets[0].method.as_str(), secrets[0].path.as_str()),
+        ("POST", "/api/v1/namespaces/ml/secrets")
+    );
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secrets[0].body.clone()).unwrap();
+    assert_eq!(secret.metadata.name.as_deref(), Some("fraud-monitor-token"));
+    assert_eq!(
+        secret.metadata.owner_references.as_ref().unwrap()[0].uid,
+        "6f1c-uid"
+    );
+    let token = &secret.string_data.as_ref().unwrap()["token"];
+    assert_eq!(token.len(), 64);
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(secret.immutable, Some(true));
 
     let w = writes(&log);
     let summary: Vec<_> = w
@@ -406,7 +440,7 @@ async fn a_new_revision_under_an_hpa_starts_at_stables_replicas_and_the_hpa_move
 
     // The new revision becomes available: the HPA and the Service move, stable goes.
     md.status = Some(serde_json::from_value(w.last().unwrap().body["status"].clone()).unwrap());
-    let built = build::deployment::build(&md, &new, None);
+    let built = build::deployment::build(&md, &new, None, plan::DEFAULT_MONITOR_IMAGE);
     h.deployments
         .apply_watcher_event(&watcher::Event::Apply(ready(built, 5)));
     log.lock().unwrap().clear();
@@ -451,10 +485,10 @@ async fn an_api_error_publishes_an_event_and_backs_off() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|s| s.is_event())
+        .filter(|s| s.is_event() && s.body["type"] == json!("Warning"))
         .cloned()
         .collect();
-    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events.len(), 1, "one Warning: {events:#?}");
     assert_eq!(events[0].body["reason"], json!("ApiError"));
     assert_eq!(events[0].body["type"], json!("Warning"));
     assert!(
@@ -522,7 +556,7 @@ async fn a_stale_cache_does_not_repeat_notices() {
     // The children's watch events arrive, but the echo of the status write has not yet:
     // the ModelDeployment in the cache still has no status.
     let rev = revision_of(&md.spec);
-    let built = build::deployment::build(&md, &rev, Some(1));
+    let built = build::deployment::build(&md, &rev, Some(1), plan::DEFAULT_MONITOR_IMAGE);
     h.deployments
         .apply_watcher_event(&watcher::Event::Apply(built));
     h.services

@@ -140,6 +140,23 @@ pub struct ModelSpec {
     /// CPU, memory and accelerator requests and limits of the model container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// A Secret key holding the API key every request must carry (`Authorization: Bearer` or
+    /// `X-API-Key`); the monitor checks it in constant time before the model sees the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 fn default_model_port() -> i32 {
@@ -464,6 +481,106 @@ pub struct MonitoringSpec {
     /// Service-level objectives of the stable revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloSpec>,
+    /// The monitor sidecar in every serving pod. Part of the revision: a change rolls out
+    /// like a model change.
+    #[serde(default, skip_serializing_if = "SidecarSpec::is_default")]
+    pub sidecar: SidecarSpec,
+}
+
+/// The monitor sidecar: a recording reverse proxy in front of the model container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.belowFloor != 'Fallback' || has(self.fallbackResponse)").message("spec.monitoring.sidecar.fallbackResponse is required when belowFloor is Fallback").field_path(".fallbackResponse"),
+    validation = Rule::new("duration(self.upstreamTimeout) >= duration('100ms')").message("spec.monitoring.sidecar.upstreamTimeout must be at least 100ms").field_path(".upstreamTimeout"),
+)]
+pub struct SidecarSpec {
+    /// Image of the monitor (defaults to the operator's own image, pinned per revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+    /// Resources of the monitor container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Confidence below which a response is rejected (422) or replaced by the fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub confidence_floor: Option<f64>,
+    /// What happens below the floor.
+    #[serde(default)]
+    pub below_floor: BelowFloor,
+    /// JSON answered instead of a prediction below the floor (with `belowFloor: Fallback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub fallback_response: Option<String>,
+    /// Share of exchanges logged as JSON lines on the monitor's stdout.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub log_sample_rate: f64,
+    /// Most bytes of each logged body.
+    #[serde(default = "default_log_max_bytes")]
+    #[schemars(range(min = 64, max = 1048576))]
+    pub log_max_bytes: i32,
+    /// Field names whose values are redacted in logged bodies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub log_redact: Vec<String>,
+    /// Largest request body (413 beyond).
+    #[serde(default = "default_max_body_bytes")]
+    #[schemars(range(min = 1024, max = 1073741824))]
+    pub max_body_bytes: i64,
+    /// How long the model may take to answer (504 beyond).
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout: GoDuration,
+    /// A `kubernetes.io/tls` Secret: the serving port terminates TLS with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub tls_secret_name: Option<String>,
+}
+
+impl Default for SidecarSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            resources: None,
+            confidence_floor: None,
+            below_floor: BelowFloor::default(),
+            fallback_response: None,
+            log_sample_rate: 0.0,
+            log_max_bytes: default_log_max_bytes(),
+            log_redact: Vec::new(),
+            max_body_bytes: default_max_body_bytes(),
+            upstream_timeout: default_upstream_timeout(),
+            tls_secret_name: None,
+        }
+    }
+}
+
+impl SidecarSpec {
+    /// True when nothing differs from the defaults.
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+fn default_log_max_bytes() -> i32 {
+    4096
+}
+fn default_max_body_bytes() -> i64 {
+    10 * 1024 * 1024
+}
+fn default_upstream_timeout() -> GoDuration {
+    GoDuration::new("30s")
+}
+
+/// What the monitor does below the confidence floor.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BelowFloor {
+    /// Answer 422 with the confidence and the floor.
+    #[default]
+    Reject,
+    /// Answer 200 with `fallbackResponse`.
+    Fallback,
 }
 
 impl Default for MonitoringSpec {
@@ -474,6 +591,7 @@ impl Default for MonitoringSpec {
             reference: None,
             drift: DriftSpec::default(),
             slo: None,
+            sidecar: SidecarSpec::default(),
         }
     }
 }

@@ -7,25 +7,56 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
+    KeyToPath, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{child_meta, stamp_spec_hash};
-use crate::api::ModelDeployment;
+use crate::api::{BelowFloor, ModelDeployment};
 use crate::naming::{self, LABEL_REVISION, LABEL_VERSION};
 
 /// Name of the model container (the HPA's `ContainerResource` metric targets it).
 pub const MODEL_CONTAINER: &str = "model";
-/// Name of the serving port the Service targets.
+/// Name of the monitor sidecar.
+pub const MONITOR_CONTAINER: &str = "monitor";
+/// Name of the monitor's serving port, the one the Service targets.
 pub const SERVING_PORT_NAME: &str = "http";
+/// The monitor's serving port.
+pub const SERVING_PORT: i32 = 8000;
+/// Name of the monitor's admin port (report, metrics, probes).
+pub const ADMIN_PORT_NAME: &str = "admin";
+/// The monitor's admin port.
+pub const ADMIN_PORT: i32 = 9090;
+/// Name of the model container's port (reached only through the monitor, on loopback).
+pub const MODEL_PORT_NAME: &str = "model";
+/// Annotation pinning the monitor image of a revision: upgrading the operator never rolls
+/// running pods; the next revision picks up the new monitor.
+pub const ANNOTATION_MONITOR_IMAGE: &str = "drover.dev/monitor-image";
+/// Where the report token is mounted.
+pub const TOKEN_DIR: &str = "/var/run/drover/token";
+/// Where the reference profile is mounted.
+pub const PROFILE_DIR: &str = "/var/run/drover/profile";
+/// Where the API key is mounted.
+pub const API_KEY_DIR: &str = "/var/run/drover/api-key";
+/// Where the serving certificate is mounted.
+pub const TLS_DIR: &str = "/var/run/drover/tls";
+/// Key of the report token in its Secret.
+pub const TOKEN_KEY: &str = "token";
 
 /// Builds the Deployment of `revision`. `replicas` is `None` when an HPA owns the count: the
 /// apply must then not contain `spec.replicas` at all, or it would reset the HPA's choice.
-pub fn build(md: &ModelDeployment, revision: &str, replicas: Option<i32>) -> Deployment {
+/// `monitor_image` is the sidecar image pinned for this revision.
+pub fn build(
+    md: &ModelDeployment,
+    revision: &str,
+    replicas: Option<i32>,
+    monitor_image: &str,
+) -> Deployment {
     let model_name = md.name_any();
     let selector = naming::revision_selector(&model_name, revision);
 
@@ -39,6 +70,10 @@ pub fn build(md: &ModelDeployment, revision: &str, replicas: Option<i32>) -> Dep
 
     let mut meta = child_meta(md, naming::revision_deployment(&model_name, revision));
     meta.labels = Some(labels);
+    meta.annotations = Some(BTreeMap::from([(
+        ANNOTATION_MONITOR_IMAGE.to_string(),
+        monitor_image.to_string(),
+    )]));
 
     let mut deployment = Deployment {
         metadata: meta,
@@ -56,7 +91,7 @@ pub fn build(md: &ModelDeployment, revision: &str, replicas: Option<i32>) -> Dep
                         .then(|| md.spec.pod.annotations.clone()),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(md)),
+                spec: Some(pod_spec(md, monitor_image)),
             },
             ..DeploymentSpec::default()
         }),
@@ -66,9 +101,14 @@ pub fn build(md: &ModelDeployment, revision: &str, replicas: Option<i32>) -> Dep
     deployment
 }
 
-fn pod_spec(md: &ModelDeployment) -> PodSpec {
+fn pod_spec(md: &ModelDeployment, monitor_image: &str) -> PodSpec {
     let pod = &md.spec.pod;
+    let mut volumes = drover_volumes(md);
+    volumes.extend(pod.volumes.iter().cloned());
     PodSpec {
+        // A native sidecar (an init container that keeps running): it starts before the model
+        // and stops after it, so no request reaches a pod without its monitor.
+        init_containers: Some(vec![monitor_container(md, monitor_image)]),
         containers: vec![model_container(md)],
         node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
         tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
@@ -80,7 +120,7 @@ fn pod_spec(md: &ModelDeployment) -> PodSpec {
             .then(|| pod.image_pull_secrets.clone()),
         priority_class_name: pod.priority_class_name.clone(),
         runtime_class_name: pod.runtime_class_name.clone(),
-        volumes: (!pod.volumes.is_empty()).then(|| pod.volumes.clone()),
+        volumes: Some(volumes),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             seccomp_profile: Some(SeccompProfile {
@@ -106,7 +146,7 @@ fn model_container(md: &ModelDeployment) -> Container {
 
     let http_get = |path: &str| HTTPGetAction {
         path: Some(path.to_string()),
-        port: IntOrString::String(SERVING_PORT_NAME.into()),
+        port: IntOrString::String(MODEL_PORT_NAME.into()),
         ..HTTPGetAction::default()
     };
     Container {
@@ -115,11 +155,24 @@ fn model_container(md: &ModelDeployment) -> Container {
         command: (!model.command.is_empty()).then(|| model.command.clone()),
         args: (!model.args.is_empty()).then(|| model.args.clone()),
         ports: Some(vec![ContainerPort {
-            name: Some(SERVING_PORT_NAME.into()),
+            name: Some(MODEL_PORT_NAME.into()),
             container_port: model.port,
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
+        // Hold termination while endpoints stop sending traffic; the monitor counts what still
+        // arrives apart, so it is not held against the revision.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/drover/prestop".into()),
+                    port: IntOrString::String(ADMIN_PORT_NAME.into()),
+                    ..HTTPGetAction::default()
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         env: Some(env),
         resources: model.resources.clone(),
         volume_mounts: (!md.spec.pod.volume_mounts.is_empty())
@@ -150,6 +203,188 @@ fn model_container(md: &ModelDeployment) -> Container {
     }
 }
 
+fn volume(name: &str, source: Volume) -> Volume {
+    Volume {
+        name: name.into(),
+        ..source
+    }
+}
+
+fn drover_volumes(md: &ModelDeployment) -> Vec<Volume> {
+    let name = md.name_any();
+    let secret = |secret_name: String, items: Option<Vec<KeyToPath>>| Volume {
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret_name),
+            items,
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mut out = vec![volume(
+        "drover-token",
+        secret(naming::monitor_token(&name), None),
+    )];
+    if let Some(reference) = &md.spec.monitoring.reference {
+        out.push(volume(
+            "drover-profile",
+            Volume {
+                config_map: Some(ConfigMapVolumeSource {
+                    name: reference.config_map_ref.name.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: reference.config_map_ref.key.clone(),
+                        path: "profile.json".into(),
+                        ..KeyToPath::default()
+                    }]),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ));
+    }
+    if let Some(key) = &md.spec.model.api_key {
+        let items = vec![KeyToPath {
+            key: key.key.clone(),
+            path: "key".into(),
+            ..KeyToPath::default()
+        }];
+        out.push(volume(
+            "drover-api-key",
+            secret(key.name.clone(), Some(items)),
+        ));
+    }
+    if let Some(tls) = &md.spec.monitoring.sidecar.tls_secret_name {
+        out.push(volume("drover-tls", secret(tls.clone(), None)));
+    }
+    out
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The monitor sidecar's arguments, from the ModelDeployment.
+pub fn monitor_args(md: &ModelDeployment) -> Vec<String> {
+    let model = &md.spec.model;
+    let sidecar = &md.spec.monitoring.sidecar;
+    let mut args = vec![
+        "monitor".to_string(),
+        format!("--listen=0.0.0.0:{SERVING_PORT}"),
+        format!("--admin-listen=0.0.0.0:{ADMIN_PORT}"),
+        format!("--upstream=127.0.0.1:{}", model.port),
+        format!("--model-health-path={}", model.health_path),
+        format!("--report-token-file={TOKEN_DIR}/{TOKEN_KEY}"),
+        format!("--max-body-bytes={}", sidecar.max_body_bytes),
+        format!("--upstream-timeout={}", sidecar.upstream_timeout),
+    ];
+    if md.spec.monitoring.reference.is_some() {
+        args.push(format!("--profile={PROFILE_DIR}/profile.json"));
+    }
+    if model.api_key.is_some() {
+        args.push(format!("--api-key-file={API_KEY_DIR}/key"));
+    }
+    if let Some(floor) = sidecar.confidence_floor {
+        args.push(format!("--confidence-floor={floor}"));
+        if sidecar.below_floor == BelowFloor::Fallback {
+            args.push("--below-floor=fallback".into());
+            if let Some(body) = &sidecar.fallback_response {
+                args.push(format!("--fallback-response={body}"));
+            }
+        }
+    }
+    if sidecar.log_sample_rate > 0.0 {
+        args.push(format!("--log-sample-rate={}", sidecar.log_sample_rate));
+        args.push(format!("--log-max-bytes={}", sidecar.log_max_bytes));
+        if !sidecar.log_redact.is_empty() {
+            args.push(format!("--log-redact={}", sidecar.log_redact.join(",")));
+        }
+    }
+    if sidecar.tls_secret_name.is_some() {
+        args.push(format!("--tls-cert={TLS_DIR}/tls.crt"));
+        args.push(format!("--tls-key={TLS_DIR}/tls.key"));
+    }
+    args
+}
+
+fn monitor_container(md: &ModelDeployment, image: &str) -> Container {
+    let sidecar = &md.spec.monitoring.sidecar;
+    let mut mounts = vec![mount("drover-token", TOKEN_DIR)];
+    if md.spec.monitoring.reference.is_some() {
+        mounts.push(mount("drover-profile", PROFILE_DIR));
+    }
+    if md.spec.model.api_key.is_some() {
+        mounts.push(mount("drover-api-key", API_KEY_DIR));
+    }
+    if sidecar.tls_secret_name.is_some() {
+        mounts.push(mount("drover-tls", TLS_DIR));
+    }
+    let admin_get = |path: &str| HTTPGetAction {
+        path: Some(path.to_string()),
+        port: IntOrString::String(ADMIN_PORT_NAME.into()),
+        ..HTTPGetAction::default()
+    };
+    let port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    };
+    let mut security = restricted_container_security_context();
+    security.read_only_root_filesystem = Some(true);
+    Container {
+        name: MONITOR_CONTAINER.into(),
+        image: Some(image.to_string()),
+        args: Some(monitor_args(md)),
+        restart_policy: Some("Always".into()),
+        ports: Some(vec![
+            port(SERVING_PORT_NAME, SERVING_PORT),
+            port(ADMIN_PORT_NAME, ADMIN_PORT),
+        ]),
+        env: Some(vec![env("MODEL_VERSION", md.spec.model.version.clone())]),
+        resources: Some(
+            sidecar
+                .resources
+                .clone()
+                .unwrap_or_else(default_monitor_resources),
+        ),
+        volume_mounts: Some(mounts),
+        // Ready when the model answers its health path through loopback.
+        readiness_probe: Some(Probe {
+            http_get: Some(admin_get("/readyz")),
+            period_seconds: Some(5),
+            failure_threshold: Some(2),
+            ..Probe::default()
+        }),
+        liveness_probe: Some(Probe {
+            http_get: Some(admin_get("/healthz")),
+            period_seconds: Some(10),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        security_context: Some(security),
+        ..Container::default()
+    }
+}
+
+fn default_monitor_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("50m".into())),
+            ("memory".to_string(), Quantity("32Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("128Mi".into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
 /// A container security context that passes Pod Security "restricted".
 pub fn restricted_container_security_context() -> SecurityContext {
     SecurityContext {
@@ -177,4 +412,182 @@ fn env(name: &str, value: String) -> EnvVar {
 
 fn env_var(name: &str, value: &str) -> EnvVar {
     env(name, value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(extra: &str) -> ModelDeployment {
+        let yaml = format!(
+            "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: fraud, namespace: ml, uid: u}}\nspec:\n  model: {{version: '1.0.0', image: 'fraud:1', port: 8081}}\n{extra}"
+        );
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    fn pod(d: &Deployment) -> &PodSpec {
+        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn the_monitor_is_a_native_sidecar_in_front_of_the_model() {
+        let d = build(&md(""), "abc", Some(2), "drover:1");
+        let pod = pod(&d);
+        let monitor = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(monitor.name, MONITOR_CONTAINER);
+        assert_eq!(
+            monitor.restart_policy.as_deref(),
+            Some("Always"),
+            "native sidecar"
+        );
+        assert_eq!(monitor.image.as_deref(), Some("drover:1"));
+        let args = monitor.args.as_ref().unwrap();
+        assert!(
+            args.contains(&"--upstream=127.0.0.1:8081".to_string()),
+            "{args:?}"
+        );
+        assert!(args.contains(&format!("--report-token-file={TOKEN_DIR}/{TOKEN_KEY}")));
+        let ports: Vec<_> = monitor
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![("http".into(), SERVING_PORT), ("admin".into(), ADMIN_PORT)]
+        );
+        let model = &pod.containers[0];
+        assert_eq!(
+            model.ports.as_ref().unwrap()[0].name.as_deref(),
+            Some(MODEL_PORT_NAME)
+        );
+        let pre_stop = model.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+        assert_eq!(
+            pre_stop.http_get.as_ref().unwrap().path.as_deref(),
+            Some("/drover/prestop")
+        );
+        assert_eq!(
+            d.metadata.annotations.as_ref().unwrap()[ANNOTATION_MONITOR_IMAGE],
+            "drover:1"
+        );
+        let volumes: Vec<_> = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        assert_eq!(volumes, vec!["drover-token".to_string()]);
+    }
+
+    #[test]
+    fn every_container_passes_pod_security_restricted() {
+        let d = build(
+            &md("  monitoring: {sidecar: {tlsSecretName: tls}}\n"),
+            "abc",
+            None,
+            "drover:1",
+        );
+        let pod = pod(&d);
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        for c in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_string()][..])
+            );
+            assert_eq!(sc.run_as_non_root, Some(true));
+            assert!(
+                sc.privileged.is_none() && c.ports.iter().flatten().all(|p| p.host_port.is_none())
+            );
+        }
+        assert!(pod.host_network.is_none() && pod.host_pid.is_none() && pod.host_ipc.is_none());
+        for v in pod.volumes.iter().flatten() {
+            assert!(v.host_path.is_none(), "restricted forbids hostPath");
+        }
+    }
+
+    #[test]
+    fn options_reach_the_monitor() {
+        let d = build(
+            &md(
+                "  monitoring:\n    reference: {configMapRef: {name: ref}}\n    sidecar: {confidenceFloor: 0.7, belowFloor: Fallback, fallbackResponse: '{\"p\":0}', logSampleRate: 0.1, logRedact: [ssn, name]}\n",
+            ),
+            "abc",
+            None,
+            "drover:1",
+        );
+        let monitor = &pod(&d).init_containers.as_ref().unwrap()[0];
+        let args = monitor.args.as_ref().unwrap().join(" ");
+        for expected in [
+            "--profile=/var/run/drover/profile/profile.json",
+            "--confidence-floor=0.7",
+            "--below-floor=fallback",
+            "--fallback-response={\"p\":0}",
+            "--log-sample-rate=0.1",
+            "--log-redact=ssn,name",
+        ] {
+            assert!(args.contains(expected), "{expected} in {args}");
+        }
+        let mounts: Vec<_> = monitor
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.clone())
+            .collect();
+        assert!(mounts.contains(&PROFILE_DIR.to_string()));
+    }
+
+    #[test]
+    fn the_operator_and_the_monitor_agree_on_the_arguments() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(subcommand)]
+            command: Sub,
+        }
+        #[derive(clap::Subcommand)]
+        enum Sub {
+            Monitor(crate::monitor::MonitorArgs),
+        }
+        let spec = "  monitoring:\n    reference: {configMapRef: {name: ref}}\n    sidecar: {confidenceFloor: 0.7, belowFloor: Fallback, fallbackResponse: '{\"p\":0}', logSampleRate: 0.1, logRedact: [ssn], tlsSecretName: t}\n";
+        let mut m = md(spec);
+        m.spec.model.api_key = Some(crate::api::SecretKeyRef {
+            name: "k".into(),
+            key: "key".into(),
+        });
+        let d = build(&m, "abc", None, "drover:1");
+        let args = pod(&d).init_containers.as_ref().unwrap()[0]
+            .args
+            .clone()
+            .unwrap();
+        let parsed =
+            Wrap::try_parse_from(std::iter::once("drover".to_string()).chain(args)).unwrap();
+        let Sub::Monitor(m) = parsed.command;
+        assert_eq!(m.upstream, "127.0.0.1:8081");
+        assert_eq!(m.confidence_floor, Some(0.7));
+        assert_eq!(m.fallback_response.as_deref(), Some("{\"p\":0}"));
+        assert_eq!(
+            m.api_key_file.unwrap().display().to_string(),
+            format!("{API_KEY_DIR}/key")
+        );
+        assert_eq!(
+            m.tls_cert.unwrap().display().to_string(),
+            format!("{TLS_DIR}/tls.crt")
+        );
+        assert_eq!(m.listen.port(), SERVING_PORT as u16);
+    }
 }

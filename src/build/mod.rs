@@ -3,6 +3,7 @@
 
 pub mod autoscaler;
 pub mod deployment;
+pub mod secret;
 pub mod service;
 
 use k8s_openapi::api::apps::v1::Deployment;

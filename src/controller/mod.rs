@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::Api;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
@@ -41,6 +41,9 @@ pub enum Error {
     /// A write was attempted without the leader Lease.
     #[error("not the leader: write refused")]
     NotLeader,
+    /// Something that is not the API's fault.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -49,6 +52,7 @@ impl Error {
         match self {
             Error::Api(_) => FailureCategory::Api,
             Error::NotLeader => FailureCategory::NotLeader,
+            Error::Internal(_) => FailureCategory::Internal,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Context {
     pub stores: Stores,
     /// Wall clock.
     pub clock: Clock,
+    /// Operator configuration the planner needs.
+    pub settings: plan::Settings,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<ModelDeployment>>, u32>>,
     /// The status this instance last wrote, by object uid. The watch can deliver a child's
@@ -88,6 +94,8 @@ pub struct Context {
     /// repeat notices and writes. Only the leader writes status, so its own last write is
     /// the truth until the store catches up.
     written: Mutex<HashMap<String, ModelDeploymentStatus>>,
+    /// ModelDeployments (by uid) whose monitor token Secret is known to exist, and since when.
+    tokens: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -107,9 +115,17 @@ impl Context {
             gate,
             stores,
             clock,
+            settings: plan::Settings::default(),
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context with other planner settings.
+    pub fn with_settings(mut self, settings: plan::Settings) -> Self {
+        self.settings = settings;
+        self
     }
 
     fn writer<'a>(&'a self, namespace: &'a str) -> Writer<'a> {
@@ -213,6 +229,10 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue, Error> {
+    if !ctx.gate.is_open() {
+        // Not the leader (or the Lease lapsed): do not even read, let alone write.
+        return Err(Error::NotLeader);
+    }
     if md.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
         return Ok(Requeue::await_change());
@@ -231,9 +251,16 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
     };
     let namespace = md.namespace().unwrap_or_default();
     let observed = observe(md, ctx).await?;
-    let plan = plan::plan(md, &observed, (ctx.clock)());
+    let plan = plan::plan(md, &observed, &ctx.settings, (ctx.clock)());
     let writer = ctx.writer(&namespace);
     let reference = md.object_ref(&());
+    if plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Apply(crate::build::Child::Deployment(_))))
+    {
+        ensure_monitor_token(md, ctx, &writer, &uid).await?;
+    }
     for action in &plan.actions {
         match action {
             Action::Apply(child) => {
@@ -295,6 +322,52 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
         Some(after) => Requeue::requeue(after.min(RESYNC)),
         None => Requeue::requeue(RESYNC),
     })
+}
+
+/// Makes sure Secret `<name>-monitor-token` exists before pods that mount it are created. The
+/// token is random, generated once; it is never rewritten, since running monitors read it.
+async fn ensure_monitor_token(
+    md: &ModelDeployment,
+    ctx: &Context,
+    writer: &Writer<'_>,
+    uid: &str,
+) -> Result<(), Error> {
+    let fresh = ctx
+        .tokens
+        .lock()
+        .ok()
+        .and_then(|t| t.get(uid).copied())
+        .is_some_and(|since| since.elapsed() < RESYNC);
+    if fresh {
+        return Ok(());
+    }
+    let name = crate::naming::monitor_token(&md.name_any());
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    if api.get_opt(&name).await?.is_none() {
+        let secret = crate::build::secret::monitor_token(md, &random_token()?);
+        if writer.create_secret_if_absent(&secret).await? {
+            let _ = writer
+                .event(
+                    &md.object_ref(&()),
+                    false,
+                    "Created",
+                    "Apply",
+                    format!("created Secret {name}"),
+                )
+                .await;
+        }
+    }
+    if let Ok(mut tokens) = ctx.tokens.lock() {
+        tokens.insert(uid.to_string(), std::time::Instant::now());
+    }
+    Ok(())
+}
+
+fn random_token() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Internal(format!("no randomness for the monitor token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn exists(observed: &Observed, r: &ChildRef) -> bool {
@@ -404,6 +477,10 @@ pub fn observed_revision(d: &Deployment) -> ObservedRevision {
         hash: d.labels().get(LABEL_REVISION).cloned().unwrap_or_default(),
         version: d.labels().get(LABEL_VERSION).cloned().unwrap_or_default(),
         spec_hash: spec_hash(d),
+        monitor_image: d
+            .annotations()
+            .get(crate::build::deployment::ANNOTATION_MONITOR_IMAGE)
+            .cloned(),
         replicas,
         ready_replicas: status.ready_replicas.unwrap_or(0),
         complete,

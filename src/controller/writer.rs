@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -120,6 +120,21 @@ impl Writer<'_> {
         }
         self.metrics.wrote(child.kind.as_str(), "delete");
         Ok(())
+    }
+
+    /// Creates a Secret unless one of that name exists (its content is then left alone).
+    /// Returns whether it was created.
+    pub async fn create_secret_if_absent(&self, secret: &Secret) -> Result<bool, Error> {
+        self.check()?;
+        let api = Api::<Secret>::namespaced(self.client.clone(), self.namespace);
+        match api.create(&PostParams::default(), secret).await {
+            Ok(_) => {
+                self.metrics.wrote("Secret", "create");
+                Ok(true)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Applies the whole status under field manager `drover`.

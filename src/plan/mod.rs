@@ -47,6 +47,8 @@ pub struct ObservedRevision {
     pub version: String,
     /// `drover.dev/spec-hash` of what Drover last applied.
     pub spec_hash: Option<String>,
+    /// Monitor image the revision was created with (`drover.dev/monitor-image`).
+    pub monitor_image: Option<String>,
     /// `spec.replicas`.
     pub replicas: Option<i32>,
     /// `status.readyReplicas`.
@@ -117,6 +119,25 @@ pub struct Notice {
     pub note: String,
 }
 
+/// What the planner needs from the operator's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Monitor image for new revisions (existing ones keep the image they were created with).
+    pub monitor_image: String,
+}
+
+/// The monitor image of this build of Drover.
+pub const DEFAULT_MONITOR_IMAGE: &str =
+    concat!("ghcr.io/drover-dev/drover:", env!("CARGO_PKG_VERSION"));
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            monitor_image: DEFAULT_MONITOR_IMAGE.to_string(),
+        }
+    }
+}
+
 /// The planner's decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -158,11 +179,17 @@ pub mod reason {
 }
 
 /// Decides the next step for `md`.
-pub fn plan(md: &ModelDeployment, observed: &Observed, now: Timestamp) -> Plan {
+pub fn plan(
+    md: &ModelDeployment,
+    observed: &Observed,
+    settings: &Settings,
+    now: Timestamp,
+) -> Plan {
     let old = md.status.clone().unwrap_or_default();
     let mut planner = Planner {
         md,
         observed,
+        settings,
         now,
         generation: md.metadata.generation,
         status: ModelDeploymentStatus {
@@ -189,6 +216,7 @@ pub fn plan(md: &ModelDeployment, observed: &Observed, now: Timestamp) -> Plan {
 struct Planner<'a> {
     md: &'a ModelDeployment,
     observed: &'a Observed,
+    settings: &'a Settings,
     now: Timestamp,
     generation: Option<i64>,
     status: ModelDeploymentStatus,
@@ -550,8 +578,19 @@ impl Planner<'_> {
     ) {
         let md = self.md;
         let observed = self.observed_revision(hash).cloned();
+        // The sidecar image is pinned per revision: the spec's, else the one the revision was
+        // created with, else this operator's.
+        let monitor_image = md
+            .spec
+            .monitoring
+            .sidecar
+            .image
+            .clone()
+            .or_else(|| observed.as_ref().and_then(|o| o.monitor_image.clone()))
+            .unwrap_or_else(|| self.settings.monitor_image.clone());
         let Some(autoscaling) = &md.spec.autoscaling else {
-            let deployment = build::deployment::build(md, hash, Some(md.spec.replicas));
+            let deployment =
+                build::deployment::build(md, hash, Some(md.spec.replicas), &monitor_image);
             self.apply_if_changed(Child::Deployment(Box::new(deployment)));
             return;
         };
@@ -578,7 +617,7 @@ impl Planner<'_> {
         let handover = !hpa_exists && observed.is_some();
         let scale =
             wanted.filter(|n| handover || observed.as_ref().and_then(|o| o.replicas) != Some(*n));
-        let deployment = build::deployment::build(md, hash, None);
+        let deployment = build::deployment::build(md, hash, None, &monitor_image);
         let name = deployment.metadata.name.clone().unwrap_or_default();
         let scale_action = scale.map(|replicas| Action::Scale {
             deployment: name,

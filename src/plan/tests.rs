@@ -45,6 +45,7 @@ fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) -> Observed {
                     version: d.metadata.labels.as_ref().unwrap()[crate::naming::LABEL_VERSION]
                         .clone(),
                     spec_hash: Child::Deployment(d.clone()).spec_hash().map(str::to_string),
+                    monitor_image: None,
                     replicas: replicas.or(Some(1)),
                     ready_replicas: 0,
                     complete: false,
@@ -110,7 +111,7 @@ fn applied_kinds(plan: &Plan) -> Vec<String> {
 }
 
 fn settle(m: &mut ModelDeployment, observed: &Observed, now: Timestamp) -> Plan {
-    let p = plan(m, observed, now);
+    let p = plan(m, observed, &Settings::default(), now);
     m.status = Some(p.status.clone());
     p
 }
@@ -143,7 +144,12 @@ fn first_revision_creates_deployment_and_service_then_becomes_stable() {
     // Even with status lost, a not-ready revision the Service selects is not called stable.
     let mut lost = m.clone();
     lost.status = None;
-    assert!(plan(&lost, &starting, at(11)).status.stable.is_none());
+    assert!(
+        plan(&lost, &starting, &Settings::default(), at(11))
+            .status
+            .stable
+            .is_none()
+    );
 
     let observed = apply_plan(&starting, &p, &[&rev]);
     let p = settle(&mut m, &observed, at(30));
@@ -159,7 +165,7 @@ fn first_revision_creates_deployment_and_service_then_becomes_stable() {
     );
 
     // Unchanged: no action, the same status, no notice.
-    let again = plan(&m, &observed, at(90));
+    let again = plan(&m, &observed, &Settings::default(), at(90));
     assert!(again.actions.is_empty());
     assert_eq!(Some(&again.status), m.status.as_ref());
     assert!(again.notices.is_empty());
@@ -322,7 +328,11 @@ fn an_invalid_spec_changes_nothing_and_says_why() {
     assert_eq!(p.notices[0].reason, reason::INVALID_SPEC);
     assert!(p.requeue_after.is_none(), "waits for a change, no hot loop");
     // Same invalid spec again: no second notice.
-    assert!(plan(&m, &observed, at(30)).notices.is_empty());
+    assert!(
+        plan(&m, &observed, &Settings::default(), at(30))
+            .notices
+            .is_empty()
+    );
 }
 
 #[test]
@@ -391,7 +401,7 @@ fn lost_status_is_recovered_from_the_objects() {
     let observed = apply_plan(&Observed::default(), &p, &[&old]);
     let mut m = with_version(m, "1.1.0");
     m.status = None;
-    let p = plan(&m, &observed, at(10));
+    let p = plan(&m, &observed, &Settings::default(), at(10));
     assert_eq!(
         p.status.stable.as_ref().unwrap().hash,
         old,
@@ -425,7 +435,12 @@ fn stale_revisions_are_deleted_and_strategy_fallback_is_announced() {
         IMMEDIATE_FALLBACK
     ));
     m.spec.rollout.strategy = crate::api::RolloutStrategy::Immediate;
-    let p = plan(&m, &apply_plan(&observed, &p, &[&rev]), at(5));
+    let p = plan(
+        &m,
+        &apply_plan(&observed, &p, &[&rev]),
+        &Settings::default(),
+        at(5),
+    );
     assert!(conditions::get(&p.status.conditions, IMMEDIATE_FALLBACK).is_none());
 }
 
