@@ -22,5 +22,6 @@ pub mod profile;
 pub mod rbac;
 pub mod render;
 pub mod revision;
+pub mod rollout;
 pub mod stats;
 pub mod validate;

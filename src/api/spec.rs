@@ -429,6 +429,16 @@ pub struct AnalysisSpec {
     #[serde(default = "default_alpha")]
     #[schemars(range(min = 0.0001, max = 0.5))]
     pub alpha: f64,
+    /// How much higher than stable's the canary's error rate may be (absolute, e.g. 0.005 =
+    /// half a percentage point) before the comparison fails it.
+    #[serde(default = "default_max_error_rate_increase")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate_increase: f64,
+    /// How much higher than stable's the canary's p99 latency may be (relative, e.g. 0.2 = 20%)
+    /// before a significant rank test fails it.
+    #[serde(default = "default_max_latency_increase")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_latency_increase: f64,
 }
 
 impl Default for AnalysisSpec {
@@ -441,6 +451,8 @@ impl Default for AnalysisSpec {
             max_data_drift: None,
             min_confidence: None,
             alpha: default_alpha(),
+            max_error_rate_increase: default_max_error_rate_increase(),
+            max_latency_increase: default_max_latency_increase(),
         }
     }
 }
@@ -456,6 +468,12 @@ fn default_max_latency_p99() -> GoDuration {
 }
 fn default_alpha() -> f64 {
     0.05
+}
+fn default_max_error_rate_increase() -> f64 {
+    0.005
+}
+fn default_max_latency_increase() -> f64 {
+    0.2
 }
 
 /// What the serving pods measure and how the operator collects it.

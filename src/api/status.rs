@@ -124,3 +124,82 @@ pub enum ConditionStatus {
     /// Drover cannot tell.
     Unknown,
 }
+
+/// A judgement of a canary step: every signal with its value, threshold, test statistic and
+/// verdict, so "why did it roll back?" has an answer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Judgement {
+    /// The overall verdict.
+    pub verdict: Verdict,
+    /// One line for a person.
+    pub reason: String,
+    /// When it was made (RFC 3339).
+    #[serde(default)]
+    pub at: String,
+    /// The canary step it judged (0-based).
+    #[serde(default)]
+    pub step: i32,
+    /// Canary requests in the window.
+    #[serde(default)]
+    pub canary_requests: i64,
+    /// Stable requests in the window.
+    #[serde(default)]
+    pub stable_requests: i64,
+    /// Every signal judged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub signals: Vec<SignalJudgement>,
+}
+
+/// One signal of a judgement.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalJudgement {
+    /// Signal name (`errorRate`, `latencyP99`, `errorRateVsStable`, `latencyVsStable`,
+    /// `predictionDrift`, `dataDrift`, `confidence`).
+    pub name: String,
+    /// Measured value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The limit it was held against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Test statistic (z of a test, or a bound of an interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<f64>,
+    /// p-value of a test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// The signal's verdict.
+    pub verdict: Verdict,
+    /// What the numbers mean.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Verdict of a judgement or signal.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum Verdict {
+    /// Measured and within limits.
+    Pass,
+    /// Measured bad behaviour.
+    Fail,
+    /// Too little data or power: wait.
+    #[default]
+    Inconclusive,
+    /// No report from the canary: metrics outage, the rollout freezes.
+    Frozen,
+}
+
+impl Verdict {
+    /// The name as it appears in status and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "Pass",
+            Verdict::Fail => "Fail",
+            Verdict::Inconclusive => "Inconclusive",
+            Verdict::Frozen => "Frozen",
+        }
+    }
+}

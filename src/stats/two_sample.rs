@@ -51,6 +51,53 @@ fn standard_normal_sf(z: f64) -> f64 {
     Normal::standard().sf(z)
 }
 
+/// Wilson score interval of a proportion `x / n` at normal quantile `z`; `(0, 1)` for `n = 0`.
+pub fn wilson_interval(x: u64, n: u64, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let (x, n) = (x.min(n) as f64, n as f64);
+    let p = x / n;
+    let z2 = z * z;
+    let denominator = 1.0 + z2 / n;
+    let center = (p + z2 / (2.0 * n)) / denominator;
+    let half = z / denominator * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((center - half).max(0.0), (center + half).min(1.0))
+}
+
+/// Newcombe's hybrid score interval (method 10, 1998) for the difference of two proportions
+/// `p_canary - p_stable`, at normal quantile `z` on each side. Unlike the Wald interval it stays
+/// sound at zero or few errors, which is the normal case for a healthy canary: with no errors
+/// at all the upper bound still shrinks as requests grow, so "no worse than stable" can be
+/// shown without waiting for errors to happen.
+pub fn newcombe_difference(canary: RequestOutcomes, stable: RequestOutcomes, z: f64) -> (f64, f64) {
+    let rate = |o: RequestOutcomes| {
+        if o.requests == 0 {
+            0.0
+        } else {
+            o.errors.min(o.requests) as f64 / o.requests as f64
+        }
+    };
+    let (p1, p2) = (rate(canary), rate(stable));
+    let (l1, u1) = wilson_interval(canary.errors, canary.requests, z);
+    let (l2, u2) = wilson_interval(stable.errors, stable.requests, z);
+    let d = p1 - p2;
+    let lower = d - ((p1 - l1).powi(2) + (u2 - p2).powi(2)).sqrt();
+    let upper = d + ((u1 - p1).powi(2) + (p2 - l2).powi(2)).sqrt();
+    (lower, upper)
+}
+
+/// The standard normal quantile for a one-sided level `alpha` (e.g. 1.645 for 0.05).
+pub fn one_sided_z(alpha: f64) -> Result<f64, StatsError> {
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(StatsError::InvalidArgument {
+            name: "alpha",
+            reason: "must lie in (0, 1)",
+        });
+    }
+    Ok(Normal::standard().inverse_cdf(1.0 - alpha))
+}
+
 /// One-sided two-proportion z-test of H1: the canary's error rate exceeds
 /// the stable one's by more than `margin` (H0: `p_c - p_s <= margin`).
 ///
@@ -400,5 +447,29 @@ mod tests {
                 prop_assert!((0.0..=1.0).contains(&r.p_value));
             }
         }
+    }
+
+    #[test]
+    fn newcombe_matches_the_published_example() {
+        // Newcombe (1998), Statistics in Medicine 17:873–890, table II example (56/70 vs 48/80):
+        // 95% interval of the difference 0.0524 to 0.3339 (method 10).
+        let (l, u) = newcombe_difference(
+            RequestOutcomes {
+                errors: 56,
+                requests: 70,
+            },
+            RequestOutcomes {
+                errors: 48,
+                requests: 80,
+            },
+            1.959963984540054,
+        );
+        assert!((l - 0.0524).abs() < 5e-4, "{l}");
+        assert!((u - 0.3339).abs() < 5e-4, "{u}");
+        // Wilson interval of 0/10 at 95%: (0, 0.2775) (Newcombe 1998, table I).
+        let (wl, wu) = wilson_interval(0, 10, 1.959963984540054);
+        assert_eq!(wl, 0.0);
+        assert!((wu - 0.2775).abs() < 5e-4, "{wu}");
+        assert!((one_sided_z(0.05).unwrap() - 1.6448536269514722).abs() < 1e-9);
     }
 }

@@ -1,0 +1,4 @@
+//! The rollout engine: canary decisions on model quality, with statistics. Pure: no client, no
+//! clock; time and evidence come in as arguments.
+
+pub mod judgement;
