@@ -27,6 +27,123 @@ pub struct ModelDeploymentStatus {
     /// The revision being rolled out, while a rollout is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<RevisionStatus>,
+    /// The canary rollout's state machine (decisions, not live values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutState>,
+    /// The last rollouts and how they ended, newest first (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub history: Vec<RolloutRecord>,
+}
+
+/// Where a canary rollout is. Everything the engine needs to resume after a restart.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutState {
+    /// Revision being rolled out (or just promoted, while baking).
+    pub revision: String,
+    /// Its model version.
+    #[serde(default)]
+    pub version: String,
+    /// The revision that served before (kept warm while baking, target of a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Phase of the rollout.
+    pub phase: RolloutPhase,
+    /// Index of the current step in `spec.rollout.steps`.
+    #[serde(default)]
+    pub step: i32,
+    /// Traffic percent asked for the canary.
+    #[serde(default)]
+    pub requested_weight: i32,
+    /// Traffic percent the replica split actually gives.
+    #[serde(default)]
+    pub actual_weight: i32,
+    /// Failed judgements so far.
+    #[serde(default)]
+    pub failed_checks: i32,
+    /// When the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the current step's window started (none until the canary is available).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// Last progress (start, step advance, resume): the progress deadline counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_at: Option<Time>,
+    /// End of the bake window after promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_until: Option<Time>,
+    /// Why the phase is what it is.
+    #[serde(default)]
+    pub reason: String,
+    /// The last judgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_judgement: Option<Judgement>,
+    /// Control tokens already acted on.
+    #[serde(default)]
+    pub controls: AppliedControls,
+}
+
+/// Phase of a canary rollout.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum RolloutPhase {
+    /// Steps are running.
+    #[default]
+    Progressing,
+    /// Paused by a control; nothing moves.
+    Paused,
+    /// Promoted; the previous revision stays warm until the bake window ends.
+    Baking,
+    /// Promoted and baked.
+    Complete,
+    /// Rolled back; the revision stays rejected until the spec changes or a retry.
+    RolledBack,
+}
+
+/// The last token of each control acted on: a control is applied exactly once.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedControls {
+    /// `drover.dev/promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub promote: Option<String>,
+    /// `drover.dev/abort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub abort: Option<String>,
+    /// `drover.dev/retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub retry: Option<String>,
+    /// `drover.dev/pause`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub pause: Option<String>,
+    /// `drover.dev/resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub resume: Option<String>,
+}
+
+/// How a rollout ended.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    /// Revision.
+    pub revision: String,
+    /// Model version.
+    #[serde(default)]
+    pub version: String,
+    /// `Promoted`, `RolledBack`, `Aborted` or `Superseded`.
+    pub outcome: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// When (RFC 3339).
+    #[serde(default)]
+    pub at: String,
 }
 
 /// Summary phase.

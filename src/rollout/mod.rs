@@ -2,3 +2,8 @@
 //! clock; time and evidence come in as arguments.
 
 pub mod judgement;
+pub mod machine;
+pub mod weights;
+
+#[cfg(test)]
+mod tests;
