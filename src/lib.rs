@@ -23,5 +23,6 @@ pub mod rbac;
 pub mod render;
 pub mod revision;
 pub mod rollout;
+pub mod simulate;
 pub mod stats;
 pub mod validate;

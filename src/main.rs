@@ -35,6 +35,21 @@ enum Command {
     Operator(drover::operator::OperatorArgs),
     /// Run the sidecar: a recording reverse proxy in front of the model container.
     Monitor(Box<drover::monitor::MonitorArgs>),
+    /// Replay the rollout policy of a ModelDeployment against a scenario, offline.
+    Simulate {
+        /// The ModelDeployment (YAML).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// The scenario (YAML, see docs/rollouts.md).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Draw weight and each judged signal against its threshold into this SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Print the whole timeline as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drift of a monitor report (or of the window between two) against a reference profile.
     Drift {
         /// The reference profile JSON.
@@ -105,6 +120,36 @@ fn read_input(file: &PathBuf) -> Result<String, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Simulate {
+            file,
+            scenario,
+            plot,
+            json,
+        } => {
+            let text = read_input(&file)?;
+            let models =
+                drover::render::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            let md = models
+                .first()
+                .ok_or_else(|| format!("{}: no ModelDeployment found", file.display()))?;
+            let scenario_text = read_input(&scenario)?;
+            let parsed = drover::simulate::scenario::Scenario::from_yaml(&scenario_text)
+                .map_err(|e| format!("{}: {e}", scenario.display()))?;
+            let sim = drover::simulate::simulate(md, &parsed)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&sim).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", drover::simulate::timeline(&sim));
+            }
+            if let Some(path) = plot {
+                drover::simulate::plot::draw(&sim, &path)?;
+                eprintln!("plot written to {}", path.display());
+            }
+            Ok(())
+        }
         Command::Drift {
             profile,
             report,

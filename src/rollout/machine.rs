@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::judgement::{self, Evidence, Moment};
 use super::weights;
 use crate::api::{
-    AnalysisSpec, AppliedControls, RolloutPhase, RolloutRecord, RolloutState, Verdict,
+    AnalysisSpec, AppliedControls, Judgement, RolloutPhase, RolloutRecord, RolloutState, Verdict,
 };
 use crate::monitor::report::Report;
 
@@ -444,7 +444,7 @@ pub fn tick(t: &Tick<'_>) -> Decision {
     // The deadline holds in every running phase: waiting for pods, for data, or for a pass.
     if since(&state.progress_at, now) >= t.timing.progress_deadline {
         let why = format!(
-            "no progress for {}s (spec.rollout.progressDeadline) at step {}: {}",
+            "no progress for {}s (spec.rollout.progressDeadline) at step {}; last judgement: {}",
             t.timing.progress_deadline.as_secs(),
             state.step,
             state
@@ -478,8 +478,20 @@ pub fn tick(t: &Tick<'_>) -> Decision {
     let mut judged = judgement::judge(t.analysis, t.max_latency_p99, t.evidence, moment);
     judged.at = now.to_string();
     judged.step = state.step;
+    // Status changes on judgements, not on every scrape: an inconclusive judgement that only
+    // counts more requests is the same judgement.
+    let waiting_on = |j: &Judgement| -> Vec<String> {
+        j.signals
+            .iter()
+            .filter(|s| s.verdict != Verdict::Pass)
+            .map(|s| s.name.clone())
+            .collect()
+    };
     let changed = state.last_judgement.as_ref().is_none_or(|j| {
-        j.verdict != judged.verdict || j.reason != judged.reason || judged.verdict == Verdict::Fail
+        j.verdict != judged.verdict
+            || j.step != judged.step
+            || waiting_on(j) != waiting_on(&judged)
+            || judged.verdict == Verdict::Fail
     });
     match judged.verdict {
         Verdict::Fail => {

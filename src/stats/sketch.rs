@@ -113,6 +113,25 @@ impl LatencySketch {
         self.sum += seconds;
     }
 
+    /// Records `times` latencies of the same value (the simulator's aggregated traffic).
+    pub fn record_many(&mut self, seconds: f64, times: u64) {
+        if times == 0 {
+            return;
+        }
+        if !seconds.is_finite() || seconds < 0.0 {
+            self.invalid = self.invalid.saturating_add(times);
+            return;
+        }
+        if seconds <= MIN_INDEXABLE_SECONDS {
+            self.zero_count = self.zero_count.saturating_add(times);
+        } else {
+            let slot = self.buckets.entry(bucket_index(seconds)).or_insert(0);
+            *slot = slot.saturating_add(times);
+        }
+        self.count = self.count.saturating_add(times);
+        self.sum += seconds * times as f64;
+    }
+
     /// Number of recorded (valid) latencies.
     pub fn count(&self) -> u64 {
         self.count
