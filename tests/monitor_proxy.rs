@@ -554,3 +554,98 @@ async fn h2c_prior_knowledge_works() {
     assert_eq!(report(&m).await.rows, 1);
     let _ = Arc::new(());
 }
+
+/// An upstream that answers the first request of each connection, keeps it open, and closes it
+/// when the next request arrives without answering — a model server whose keep-alive timer
+/// fires just as a pooled connection is reused.
+async fn closing_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read_request(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = vec![0u8; 8192];
+        let mut read = 0;
+        loop {
+            let Ok(n) = stream.read(&mut buf[read..]).await else {
+                return false;
+            };
+            if n == 0 {
+                return false;
+            }
+            read += n;
+            let text = String::from_utf8_lossy(&buf[..read]).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if read >= end + 4 + length {
+                    return true;
+                }
+            }
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if !read_request(&mut stream).await {
+                    return;
+                }
+                let body = r#"{"prediction":1,"probability":0.9}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                // The next request on this connection is read and dropped with the connection.
+                let _ = read_request(&mut stream).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_model_closing_idle_connections_causes_no_502() {
+    let up = closing_upstream().await;
+    let m = start_monitor(up, &[]).await;
+    for _ in 0..30 {
+        let a = send(
+            "POST",
+            format!("http://{}/predict", m.serving),
+            &[],
+            transaction(3.0),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    }
+    let r = report(&m).await;
+    assert_eq!(r.counters.upstream_errors, 0);
+    assert_eq!(r.requests.success, 30);
+}
+
+#[tokio::test]
+async fn refused_inputs_stay_out_of_the_histograms_and_empty_bodies_are_counted() {
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    // The model answers 422 to this one (invalid JSON for it), a valid object for us.
+    send(
+        "POST",
+        format!("http://{}/predict", m.serving),
+        &[],
+        transaction(1.0),
+    )
+    .await;
+    let a = send("POST", format!("http://{}/predict", m.serving), &[], "").await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = report(&m).await;
+    assert_eq!(r.rows, 1, "only the served request's row");
+    assert_eq!(r.counters.unparsed_requests, 1, "the empty POST body");
+}

@@ -69,7 +69,9 @@ pub fn upstream_client() -> HttpClient<HttpConnector, Full<Bytes>> {
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
     HttpClient::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Shorter than the keep-alive of common model servers (uvicorn 5 s, gunicorn 2 s), so
+        // the pool rarely hands out a connection the server is about to close.
+        .pool_idle_timeout(Duration::from_secs(1))
         .pool_max_idle_per_host(1024)
         .build(connector)
 }
@@ -220,31 +222,53 @@ impl Proxy {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.uri = upstream;
         parts.version = http::Version::HTTP_11;
-        let forwarded = Request::from_parts(parts, Full::new(body.clone()));
-        let response = match tokio::time::timeout(
-            self.settings.upstream_timeout,
-            self.client.request(forwarded),
-        )
-        .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => {
-                record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
-                return Ok(plain(
-                    StatusCode::BAD_GATEWAY,
-                    "the model server could not be reached",
-                ));
-            }
-            Err(_) => {
-                record_bare(StatusCode::GATEWAY_TIMEOUT, Some(Outcome::UpstreamTimeout));
-                return Ok(plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the model server did not answer in time",
-                ));
+        let forward = |parts: &http::request::Parts| {
+            let mut request = Request::new(Full::new(body.clone()));
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = parts.uri.clone();
+            *request.version_mut() = parts.version;
+            *request.headers_mut() = parts.headers.clone();
+            request
+        };
+        let deadline = tokio::time::Instant::now() + self.settings.upstream_timeout;
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            match tokio::time::timeout_at(deadline, self.client.request(forward(&parts))).await {
+                Ok(Ok(r)) => break r,
+                // A pooled connection the model closed just as the request went out (its
+                // keep-alive timer and ours raced): nothing was answered, so one retry on a fresh
+                // connection is safe and keeps the model's own idle timeout from showing as 502s.
+                Ok(Err(e)) if attempt == 1 && closed_before_answer(&e) => continue,
+                Ok(Err(_)) => {
+                    record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
+                    return Ok(plain(
+                        StatusCode::BAD_GATEWAY,
+                        "the model server could not be reached",
+                    ));
+                }
+                Err(_) => {
+                    record_bare(StatusCode::GATEWAY_TIMEOUT, Some(Outcome::UpstreamTimeout));
+                    return Ok(plain(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the model server did not answer in time",
+                    ));
+                }
             }
         };
 
-        let parsed_request = (!body.is_empty()).then(|| payload::parse_json(&body));
+        // Inputs the model refused (4xx/5xx) were not served: they would skew the drift
+        // histograms, so features are recorded for successful answers only; unreadable
+        // payloads are counted either way. An empty body where one belongs is unreadable too.
+        let expects_body = matches!(
+            method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        );
+        let parsed_request = if body.is_empty() {
+            expects_body.then_some(Err(Unreadable::NotJson))
+        } else {
+            Some(payload::parse_json(&body))
+        };
         let (mut resp_parts, resp_body) = response.into_parts();
         strip_hop_by_hop(&mut resp_parts.headers);
         let length = resp_parts
@@ -338,6 +362,19 @@ impl Proxy {
         });
         Ok(answer)
     }
+}
+
+/// True when the model closed a reused connection before answering (safe to retry once).
+fn closed_before_answer(error: &hyper_util::client::legacy::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = error.source();
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_closed() || h.is_canceled();
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn lowest_confidence(value: &Value) -> Option<f64> {

@@ -297,7 +297,10 @@ impl Recorder {
         }
         s.requests.count(exchange.status);
         s.latency.record(exchange.latency.as_secs_f64());
+        let served = (200..300).contains(&exchange.status);
         match exchange.request {
+            // A request the model refused was not served: its inputs stay out of the histograms.
+            Some(Ok(_)) if !served => {}
             Some(Ok(body)) => {
                 let State {
                     names,
