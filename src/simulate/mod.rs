@@ -383,10 +383,11 @@ pub fn simulate(md: &ModelDeployment, scenario: &Scenario) -> Result<Simulation,
 
         // Windows start where the engine says they do.
         let started = state.as_ref().and_then(|s| s.step_started_at.clone());
-        if started.is_some() && started != step_started {
-            if let (Some(c), Some(s)) = (&canary_now, &stable_now) {
-                window_base = Some((started, c.clone(), s.clone()));
-            }
+        if started.is_some()
+            && started != step_started
+            && let (Some(c), Some(s)) = (&canary_now, &stable_now)
+        {
+            window_base = Some((started, c.clone(), s.clone()));
         }
         if let Some(new_stable) = &decision.stable
             && *new_stable != stable.hash

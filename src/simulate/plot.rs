@@ -7,6 +7,14 @@ use plotters::prelude::*;
 
 use super::Simulation;
 
+/// One chart: title, unit, threshold, and how to read the value off a row.
+type Panel = (
+    &'static str,
+    &'static str,
+    f64,
+    Box<dyn Fn(&super::Row) -> Option<f64>>,
+);
+
 /// Draws the simulation into an SVG file.
 pub fn draw(sim: &Simulation, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, (1000, 780)).into_drawing_area();
@@ -20,7 +28,7 @@ pub fn draw(sim: &Simulation, path: &Path) -> Result<(), String> {
         .max(1.0);
     let minutes = |t: u64| t as f64 / 60.0;
 
-    let series: [(&str, &str, f64, Box<dyn Fn(&super::Row) -> Option<f64>>); 3] = [
+    let series: [Panel; 3] = [
         (
             "canary weight",
             "%",
@@ -44,7 +52,7 @@ pub fn draw(sim: &Simulation, path: &Path) -> Result<(), String> {
         let top = sim
             .rows
             .iter()
-            .filter_map(|r| value(r))
+            .filter_map(value)
             .fold(*threshold, f64::max)
             .max(1e-9)
             * 1.15;
