@@ -102,7 +102,7 @@ log "trained: $(cat "$TMP/train.json")"
 # ------------------------------------------------------------------- 2. model and monitor
 log "cargo build --bin drover"
 cargo build -q --bin drover
-DROVER=$ROOT/target/debug/drover
+DROVER=${CARGO_TARGET_DIR:-$ROOT/target}/debug/drover
 
 read -r MODEL_PORT SERVE_PORT ADMIN_PORT < <("$PY" - <<'EOF'
 import socket
