@@ -177,9 +177,16 @@ pub async fn run_with_client(
             let mut stop = stop.clone();
             let mut lost = lost.clone();
             async move {
+                // Without leader election nobody holds the sender: a closed channel means
+                // "never lost", not "lost now".
+                let lost = async {
+                    if lost.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     _ = stop.changed() => {}
-                    _ = lost.changed() => {}
+                    _ = lost => {}
                 }
             }
         }
@@ -199,10 +206,11 @@ pub async fn run_with_client(
         readers.push(reader);
         tasks.push(tokio::spawn(task));
         let health = health.clone();
-        tasks.push(tokio::spawn(async move {
+        // Not awaited at shutdown: it only flips readiness.
+        tokio::spawn(async move {
             synced.await;
             health.set_ready(true);
-        }));
+        });
     }
     tokio::spawn(count_phases(readers, metrics.clone()));
     for t in tasks {
@@ -296,10 +304,10 @@ fn scope_controller(
         let (a, b, c, d) = (md_reader.clone(), dep_reader, svc_reader, hpa_reader);
         Box::pin(async move {
             let _ = futures::join!(
-                a.wait_until_ready(),
-                b.wait_until_ready(),
-                c.wait_until_ready(),
-                d.wait_until_ready()
+                controller::store_ready(&a),
+                controller::store_ready(&b),
+                controller::store_ready(&c),
+                controller::store_ready(&d)
             );
         })
     };

@@ -124,9 +124,16 @@ fn at(secs: i64) -> Timestamp {
 }
 
 fn harness(client: Client, gate: WriteGate) -> Harness {
-    let (deployments_r, deployments) = reflector::store();
-    let (services_r, services) = reflector::store();
-    let (autoscalers_r, autoscalers) = reflector::store();
+    let (deployments_r, mut deployments) = reflector::store();
+    let (services_r, mut services) = reflector::store();
+    let (autoscalers_r, mut autoscalers) = reflector::store();
+    // The watches have listed (nothing yet): the stores are ready.
+    deployments.apply_watcher_event(&watcher::Event::<Deployment>::Init);
+    deployments.apply_watcher_event(&watcher::Event::<Deployment>::InitDone);
+    services.apply_watcher_event(&watcher::Event::<Service>::Init);
+    services.apply_watcher_event(&watcher::Event::<Service>::InitDone);
+    autoscalers.apply_watcher_event(&watcher::Event::<HorizontalPodAutoscaler>::Init);
+    autoscalers.apply_watcher_event(&watcher::Event::<HorizontalPodAutoscaler>::InitDone);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {

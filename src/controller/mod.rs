@@ -153,6 +153,23 @@ impl Context {
     }
 }
 
+/// Resolves once `store` has seen its first complete list. Polls with a short timeout because a
+/// store wakes only one of several concurrent waiters.
+pub async fn store_ready<K>(store: &Store<K>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
 /// Resync period of a settled ModelDeployment.
 pub const RESYNC: Duration = Duration::from_secs(600);
 
@@ -233,6 +250,14 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
         // Not the leader (or the Lease lapsed): do not even read, let alone write.
         return Err(Error::NotLeader);
     }
+    // Planning before the children are listed would re-apply what exists (and, under an HPA,
+    // reset replicas): wait until every child store has its first list.
+    let stores = &ctx.stores;
+    futures::join!(
+        store_ready(&stores.deployments),
+        store_ready(&stores.services),
+        store_ready(&stores.autoscalers)
+    );
     if md.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
         return Ok(Requeue::await_change());
