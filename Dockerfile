@@ -16,5 +16,7 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin drover 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/drover /usr/local/bin/drover
 USER 65532:65532
+# Fewer glibc arenas: a smaller resident set for both the operator and the monitor.
+ENV MALLOC_ARENA_MAX=2
 ENTRYPOINT ["/usr/local/bin/drover"]
 CMD ["operator"]
