@@ -129,6 +129,30 @@ fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
     headers.get("x-api-key").map(HeaderValue::as_bytes)
 }
 
+/// The model's URI for a request target: the upstream's scheme and authority with the
+/// request's path and query. The common case (an upstream without a path, a target in origin
+/// form) reuses the parsed parts instead of formatting and re-parsing a string per request.
+fn upstream_uri(base: &Uri, target: Option<&http::uri::PathAndQuery>) -> Result<Uri, ()> {
+    let prefix = base.path_and_query().map_or("", |p| p.as_str());
+    match target {
+        Some(target)
+            if (prefix.is_empty() || prefix == "/") && target.as_str().starts_with('/') =>
+        {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = base.scheme().cloned();
+            parts.authority = base.authority().cloned();
+            parts.path_and_query = Some(target.clone());
+            Uri::from_parts(parts).map_err(|_| ())
+        }
+        _ => Uri::try_from(format!(
+            "{}{}",
+            base.to_string().trim_end_matches('/'),
+            target.map_or("/", |p| p.as_str())
+        ))
+        .map_err(|_| ()),
+    }
+}
+
 impl Proxy {
     /// Handles one request.
     pub async fn handle(
@@ -200,16 +224,7 @@ impl Proxy {
         };
 
         // Forward.
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let upstream = match Uri::try_from(format!(
-            "{}{}",
-            self.settings.upstream.to_string().trim_end_matches('/'),
-            path
-        )) {
+        let upstream = match upstream_uri(&self.settings.upstream, parts.uri.path_and_query()) {
             Ok(uri) => uri,
             Err(_) => {
                 record_bare(StatusCode::BAD_REQUEST, None);
@@ -217,7 +232,8 @@ impl Proxy {
             }
         };
         let method = parts.method.clone();
-        let request_path = parts.uri.path().to_string();
+        // Only the sampled log needs the path once the request has been handed on.
+        let request_path = (self.log.rate > 0.0).then(|| parts.uri.path().to_string());
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.uri = upstream;
@@ -346,7 +362,7 @@ impl Proxy {
             self.recorder.outcome(Outcome::Logged);
             self.log.write(
                 &method,
-                &request_path,
+                request_path.as_deref().unwrap_or_default(),
                 final_status,
                 started.elapsed(),
                 &body,
@@ -383,4 +399,34 @@ fn lowest_confidence(value: &Value) -> Option<f64> {
         .confidences
         .into_iter()
         .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.min(c))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(t: &str) -> Uri {
+        let base: Uri = "http://127.0.0.1:8080".parse().unwrap();
+        let request: Uri = t.parse().unwrap();
+        upstream_uri(&base, request.path_and_query()).unwrap()
+    }
+
+    #[test]
+    fn upstream_uri_keeps_path_and_query() {
+        assert_eq!(target("/predict"), "http://127.0.0.1:8080/predict");
+        assert_eq!(
+            target("/v1/m:predict?x=1&y"),
+            "http://127.0.0.1:8080/v1/m:predict?x=1&y"
+        );
+        assert_eq!(
+            target("http://client.example/p?q"),
+            "http://127.0.0.1:8080/p?q"
+        );
+        let prefixed: Uri = "http://127.0.0.1:8080/base/".parse().unwrap();
+        let request: Uri = "/predict".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&prefixed, request.path_and_query()).unwrap(),
+            "http://127.0.0.1:8080/base/predict"
+        );
+    }
 }

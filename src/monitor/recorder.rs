@@ -156,6 +156,17 @@ fn learn(buffer: &[Owned]) -> Option<FeatureHistogram> {
     Some(h)
 }
 
+/// Up to this many columns, comparing the names beats hashing the one looked up.
+const NAME_SCAN_LIMIT: usize = 16;
+
+fn column_of(names: &[String], index: &HashMap<String, usize>, name: &str) -> Option<usize> {
+    if names.len() <= NAME_SCAN_LIMIT {
+        names.iter().position(|n| n == name)
+    } else {
+        index.get(name).copied()
+    }
+}
+
 /// What one proxied exchange contributes.
 #[derive(Debug)]
 pub struct Exchange<'a> {
@@ -312,8 +323,8 @@ impl Recorder {
                 } = s;
                 let result = payload::read_request(body, |_, key, value| {
                     let slot = match key {
-                        FeatureKey::Named(name) => match index.get(name) {
-                            Some(&i) => Some(i),
+                        FeatureKey::Named(name) => match column_of(names, index, name) {
+                            Some(i) => Some(i),
                             None if !*profiled && columns.len() < MAX_LEARNED_COLUMNS => {
                                 index.insert(name.to_string(), columns.len());
                                 names.push(name.to_string());
