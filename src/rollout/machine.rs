@@ -213,6 +213,24 @@ struct Out {
 }
 
 impl Out {
+    /// The decision carrying what was said and recorded so far.
+    fn decide(
+        self,
+        state: Option<RolloutState>,
+        stable: Option<String>,
+        canary_replicas: i32,
+        keep_warm: Option<String>,
+    ) -> Decision {
+        Decision {
+            state,
+            stable,
+            canary_replicas,
+            keep_warm,
+            announcements: self.announcements,
+            record: self.record,
+        }
+    }
+
     fn say(&mut self, warning: bool, reason: &'static str, note: String) {
         self.announcements.push(Announcement {
             warning,
@@ -285,14 +303,7 @@ pub fn tick(t: &Tick<'_>) -> Decision {
                 ),
             );
             out.record = Some(record(state, "RolledBack", &why));
-            return Decision {
-                state: Some(next),
-                stable: Some(previous),
-                canary_replicas: 0,
-                keep_warm: None,
-                announcements: out.announcements,
-                record: out.record,
-            };
+            return out.decide(Some(next), Some(previous), 0, None);
         }
         if state.bake_until.as_ref().is_none_or(|until| now >= until.0) {
             next.phase = RolloutPhase::Complete;
@@ -307,23 +318,9 @@ pub fn tick(t: &Tick<'_>) -> Decision {
                     previous.unwrap_or_default()
                 ),
             );
-            return Decision {
-                state: Some(next),
-                stable: Some(stable.hash.clone()),
-                canary_replicas: 0,
-                keep_warm: None,
-                announcements: out.announcements,
-                record: None,
-            };
+            return out.decide(Some(next), Some(stable.hash.clone()), 0, None);
         }
-        return Decision {
-            state: Some(next),
-            stable: Some(stable.hash.clone()),
-            canary_replicas: 0,
-            keep_warm: previous,
-            announcements: out.announcements,
-            record: None,
-        };
+        return out.decide(Some(next), Some(stable.hash.clone()), 0, previous);
     }
 
     // A different revision is asked for than the one serving.
@@ -585,14 +582,7 @@ fn start(t: &Tick<'_>, controls: AppliedControls, out: &mut Out) -> RolloutState
 }
 
 fn hold(stable: &RevisionRef, state: RolloutState, replicas: i32, out: Out) -> Decision {
-    Decision {
-        state: Some(state),
-        stable: Some(stable.hash.clone()),
-        canary_replicas: replicas,
-        keep_warm: None,
-        announcements: out.announcements,
-        record: out.record,
-    }
+    out.decide(Some(state), Some(stable.hash.clone()), replicas, None)
 }
 
 fn steady(t: &Tick<'_>, stable: &RevisionRef, out: Out) -> Decision {
