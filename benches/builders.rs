@@ -45,7 +45,7 @@ fn builders(c: &mut Criterion) {
         })
     });
     c.bench_function("build Service", |b| {
-        b.iter(|| build::service::build(black_box(&md), &rev))
+        b.iter(|| build::service::build(black_box(&md), build::service::Selection::Revision(&rev)))
     });
     c.bench_function("build HPA", |b| {
         b.iter(|| build::autoscaler::build(black_box(&md), &autoscaling, "x"))

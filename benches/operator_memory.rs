@@ -64,9 +64,9 @@ use clap::Parser;
 use drover::api::ModelDeployment;
 use drover::build::{self, Child};
 use drover::controller;
-use drover::naming::{ANNOTATION_SPEC_HASH, LABEL_MODEL, LABEL_REVISION};
+use drover::naming::LABEL_MODEL;
 use drover::operator::OperatorArgs;
-use drover::plan::{self, Action, Observed, ObservedAutoscaler, ObservedService, ReferenceState};
+use drover::plan::{self, Action, Observed, ReferenceState};
 use drover::revision::revision_of;
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -824,10 +824,6 @@ fn is_child<K: Resource>(md: &ModelDeployment, obj: &K) -> bool {
             .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
 }
 
-fn spec_hash<K: Resource>(obj: &K) -> Option<String> {
-    obj.annotations().get(ANNOTATION_SPEC_HASH).cloned()
-}
-
 /// What `controller::observe` builds from the stores.
 fn observe(md: &ModelDeployment, c: &Children) -> Observed {
     Observed {
@@ -841,25 +837,14 @@ fn observe(md: &ModelDeployment, c: &Children) -> Observed {
             .service
             .as_ref()
             .filter(|s| is_child(md, *s))
-            .map(|s| ObservedService {
-                spec_hash: spec_hash(s),
-                serving_revision: s
-                    .spec
-                    .as_ref()
-                    .and_then(|spec| spec.selector.as_ref())
-                    .and_then(|sel| sel.get(LABEL_REVISION).cloned()),
-            }),
-        autoscaler: c.autoscaler.as_ref().filter(|h| is_child(md, *h)).map(|h| {
-            ObservedAutoscaler {
-                spec_hash: spec_hash(h),
-                target: h
-                    .spec
-                    .as_ref()
-                    .map(|s| s.scale_target_ref.name.clone())
-                    .unwrap_or_default(),
-            }
-        }),
+            .map(controller::observed_service),
+        autoscaler: c
+            .autoscaler
+            .as_ref()
+            .filter(|h| is_child(md, *h))
+            .map(controller::observed_autoscaler),
         reference: ReferenceState::NotReferenced,
+        evidence: Default::default(),
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Validated {
     pub scrape_interval: Duration,
     /// `spec.monitoring.window`.
     pub window: Duration,
+    /// `spec.rollout.analysis.maxLatencyP99`.
+    pub max_latency_p99: Duration,
+    /// `spec.monitoring.slo.latencyP99`, when set.
+    pub slo_latency_p99: Option<Duration>,
 }
 
 /// Checks `spec`; every problem is reported, each naming its field.
@@ -65,6 +69,20 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<Validated, Vec<String>> {
             &spec.monitoring.window,
             Duration::from_secs(5),
         ),
+        max_latency_p99: duration(
+            "spec.rollout.analysis.maxLatencyP99",
+            &rollout.analysis.max_latency_p99,
+            Duration::from_millis(1),
+        ),
+        slo_latency_p99: spec.monitoring.slo.as_ref().and_then(|slo| {
+            slo.latency_p99.as_ref().map(|d| {
+                duration(
+                    "spec.monitoring.slo.latencyP99",
+                    d,
+                    Duration::from_millis(1),
+                )
+            })
+        }),
     };
     if let Some(retraining) = &spec.remediation.retraining {
         duration(

@@ -228,24 +228,16 @@ fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
                 .services
                 .state()
                 .first()
-                .map(|s| plan::ObservedService {
-                    spec_hash: Child::Service(Box::new(s.as_ref().clone()))
-                        .spec_hash()
-                        .map(str::to_string),
-                    serving_revision:
-                        s.spec.as_ref().unwrap().selector.as_ref().unwrap()["drover.dev/revision"]
-                            .clone()
-                            .into(),
-                }),
-            autoscaler: h.ctx.stores.autoscalers.state().first().map(|a| {
-                plan::ObservedAutoscaler {
-                    spec_hash: Child::Autoscaler(Box::new(a.as_ref().clone()))
-                        .spec_hash()
-                        .map(str::to_string),
-                    target: a.spec.as_ref().unwrap().scale_target_ref.name.clone(),
-                }
-            }),
+                .map(|s| controller::observed_service(s)),
+            autoscaler: h
+                .ctx
+                .stores
+                .autoscalers
+                .state()
+                .first()
+                .map(|a| controller::observed_autoscaler(a)),
             reference: plan::ReferenceState::NotReferenced,
+            evidence: plan::ObservedEvidence::default(),
         };
     }
 }
@@ -418,7 +410,9 @@ async fn removing_autoscaling_deletes_the_hpa_and_puts_replicas_back() {
 
 #[tokio::test]
 async fn a_new_revision_under_an_hpa_starts_at_stables_replicas_and_the_hpa_moves_once_available() {
-    let mut md = model("  autoscaling: {minReplicas: 2, maxReplicas: 10}\n");
+    let mut md = model(
+        "  rollout: {strategy: Immediate}\n  autoscaling: {minReplicas: 2, maxReplicas: 10}\n",
+    );
     let old = revision_of(&md.spec);
     let (client, log) = mock_client(&md, Script::default());
     let mut h = harness(client, WriteGate::always_open());
@@ -567,7 +561,10 @@ async fn a_stale_cache_does_not_repeat_notices() {
     h.deployments
         .apply_watcher_event(&watcher::Event::Apply(built));
     h.services
-        .apply_watcher_event(&watcher::Event::Apply(build::service::build(&md, &rev)));
+        .apply_watcher_event(&watcher::Event::Apply(build::service::build(
+            &md,
+            build::service::Selection::Revision(&rev),
+        )));
     log.lock().unwrap().clear();
     reconcile(&h, &md).await.unwrap();
     let seen = log.lock().unwrap().clone();

@@ -28,8 +28,10 @@ use crate::leader::WriteGate;
 use crate::metrics::{FailureCategory, Metrics};
 use crate::naming::{ANNOTATION_SPEC_HASH, LABEL_MODEL, LABEL_REVISION, LABEL_VERSION};
 use crate::plan::{
-    self, Action, Observed, ObservedAutoscaler, ObservedRevision, ObservedService, ReferenceState,
+    self, Action, Observed, ObservedAutoscaler, ObservedEvidence, ObservedRevision,
+    ObservedService, ReferenceState,
 };
+use crate::profile::ReferenceProfile;
 use writer::Writer;
 
 /// Why a reconcile failed.
@@ -434,27 +436,14 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         .state()
         .iter()
         .find(|s| s.name_any() == service_name && is_child(md, s.as_ref()))
-        .map(|s| ObservedService {
-            spec_hash: spec_hash(s.as_ref()),
-            serving_revision: s
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.selector.as_ref())
-                .and_then(|sel| sel.get(LABEL_REVISION).cloned()),
-        });
+        .map(|s| observed_service(s));
     let autoscaler = stores
         .autoscalers
         .state()
         .iter()
         .find(|h| is_child(md, h.as_ref()))
-        .map(|h| ObservedAutoscaler {
-            spec_hash: spec_hash(h.as_ref()),
-            target: h
-                .spec
-                .as_ref()
-                .map(|s| s.scale_target_ref.name.clone())
-                .unwrap_or_default(),
-        });
+        .map(|h| observed_autoscaler(h));
+    let mut profile = None;
     let reference = match &md.spec.monitoring.reference {
         None => ReferenceState::NotReferenced,
         Some(r) => {
@@ -464,12 +453,24 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
                 None => ReferenceState::MissingConfigMap,
                 Some(cm) => {
                     let key = &r.config_map_ref.key;
-                    let has = cm.data.as_ref().is_some_and(|d| d.contains_key(key))
-                        || cm.binary_data.as_ref().is_some_and(|d| d.contains_key(key));
-                    if has {
-                        ReferenceState::Found
-                    } else {
-                        ReferenceState::MissingKey
+                    let text = cm
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|t| t.as_bytes().to_vec())
+                        .or_else(|| {
+                            cm.binary_data
+                                .as_ref()
+                                .and_then(|d| d.get(key))
+                                .map(|b| b.0.clone())
+                        });
+                    match text.map(|t| ReferenceProfile::from_json(&t)) {
+                        None => ReferenceState::MissingKey,
+                        Some(Ok(p)) => {
+                            profile = Some(Arc::new(p));
+                            ReferenceState::Found
+                        }
+                        Some(Err(e)) => ReferenceState::Invalid(e.to_string()),
                     }
                 }
             }
@@ -480,7 +481,40 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         service,
         autoscaler,
         reference,
+        evidence: ObservedEvidence {
+            profile,
+            ..ObservedEvidence::default()
+        },
     })
+}
+
+/// What the planner needs of Service `<name>`.
+pub fn observed_service(s: &Service) -> ObservedService {
+    ObservedService {
+        spec_hash: spec_hash(s),
+        serving_revision: s
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.selector.as_ref())
+            .and_then(|sel| sel.get(LABEL_REVISION).cloned())
+            .or_else(|| {
+                s.annotations()
+                    .get(crate::build::service::ANNOTATION_STABLE_REVISION)
+                    .cloned()
+            }),
+    }
+}
+
+/// What the planner needs of the HPA.
+pub fn observed_autoscaler(h: &HorizontalPodAutoscaler) -> ObservedAutoscaler {
+    ObservedAutoscaler {
+        spec_hash: spec_hash(h),
+        target: h
+            .spec
+            .as_ref()
+            .map(|s| s.scale_target_ref.name.clone())
+            .unwrap_or_default(),
+    }
 }
 
 /// What the planner needs of one revision Deployment.

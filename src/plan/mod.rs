@@ -6,20 +6,22 @@
 //! replica is ready, the Service and the HPA move to it and the previous revision is removed.
 //! A condition says so when the spec asked for a canary.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 
 use crate::api::{
     ConditionStatus, ModelDeployment, ModelDeploymentStatus, Phase, RevisionStatus, RolloutStrategy,
 };
+use crate::build::service::Selection;
 use crate::build::{self, Child, ChildKind, ChildRef};
 use crate::conditions::{
     self, DEGRADED, IMMEDIATE_FALLBACK, PROGRESSING, READY, RECONCILING, STALLED,
 };
-use crate::naming;
+use crate::monitor::report::Report;
+use crate::profile::ReferenceProfile;
 use crate::revision::revision_of;
 use crate::validate::{self, Validated};
 
@@ -34,6 +36,22 @@ pub struct Observed {
     pub autoscaler: Option<ObservedAutoscaler>,
     /// Whether the referenced profile exists.
     pub reference: ReferenceState,
+    /// What the monitors reported, for a canary's judgement.
+    pub evidence: ObservedEvidence,
+}
+
+/// The monitors' reports, merged per revision by the operator's collector, over the windows the
+/// rollout machine judges.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedEvidence {
+    /// The canary's report over the current step's window (`None`: no pod answered).
+    pub canary: Option<Report>,
+    /// Stable's report over the same window.
+    pub stable: Option<Report>,
+    /// The promoted revision's report since promotion (bake window).
+    pub bake: Option<Report>,
+    /// The reference profile the spec names, parsed.
+    pub profile: Option<Arc<ReferenceProfile>>,
 }
 
 /// One revision Deployment as observed.
@@ -65,7 +83,8 @@ pub struct ObservedRevision {
 pub struct ObservedService {
     /// `drover.dev/spec-hash`.
     pub spec_hash: Option<String>,
-    /// The revision its selector picks.
+    /// The revision it names as serving: the one its selector picks, or during a replica-ratio
+    /// split (selector without a revision) the one its `drover.dev/stable-revision` names.
     pub serving_revision: Option<String>,
 }
 
@@ -90,6 +109,8 @@ pub enum ReferenceState {
     MissingConfigMap,
     /// The ConfigMap exists without the key.
     MissingKey,
+    /// The key holds no valid profile (the reason).
+    Invalid(String),
 }
 
 /// One step of a plan, executed in order.
@@ -160,6 +181,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The referenced profile ConfigMap or key does not exist.
     pub const REFERENCE_NOT_FOUND: &str = "ReferenceProfileNotFound";
+    /// The referenced profile is not a valid profile.
+    pub const REFERENCE_INVALID: &str = "ReferenceProfileInvalid";
     /// The new revision did not become ready within `progressDeadline`.
     pub const PROGRESS_DEADLINE: &str = "ProgressDeadlineExceeded";
     /// A new revision's pods are starting.
@@ -174,8 +197,6 @@ pub mod reason {
     pub const STABLE_UNAVAILABLE: &str = "StableUnavailable";
     /// Nothing to do.
     pub const UP_TO_DATE: &str = "UpToDate";
-    /// Canary requested, immediate rollout used.
-    pub const CANARY_NOT_IMPLEMENTED: &str = "CanaryNotImplemented";
 }
 
 /// Decides the next step for `md`.
@@ -195,16 +216,20 @@ pub fn plan(
         status: ModelDeploymentStatus {
             observed_generation: md.metadata.generation,
             conditions: old.conditions.clone(),
+            history: old.history.clone(),
             ..ModelDeploymentStatus::default()
         },
         actions: Vec::new(),
         requeue_after: None,
+        canary: false,
+        announcements: Vec::new(),
     };
     match validate::validate(&md.spec) {
         Ok(valid) => planner.roll_out(&old, &valid),
         Err(problems) => planner.refuse(&old, &problems.join("; ")),
     }
-    let notices = notices(&old, &planner.status);
+    let mut notices = planner.announcements;
+    notices.extend(self::notices(&old, &planner.status, planner.canary));
     Plan {
         actions: planner.actions,
         status: planner.status,
@@ -222,6 +247,10 @@ struct Planner<'a> {
     status: ModelDeploymentStatus,
     actions: Vec<Action>,
     requeue_after: Option<Duration>,
+    /// The canary path planned this tick (its announcements replace the generic ones).
+    canary: bool,
+    /// What the rollout machine announced.
+    announcements: Vec<Notice>,
 }
 
 impl Planner<'_> {
@@ -308,8 +337,14 @@ impl Planner<'_> {
         let md = self.md;
         let target = revision_of(&md.spec);
         let stable = self.stable_revision(old);
-        let reference_problem = match self.observed.reference {
+        let reference_problem = match &self.observed.reference {
             ReferenceState::NotReferenced | ReferenceState::Found => None,
+            ReferenceState::Invalid(why) => Some((
+                reason::REFERENCE_INVALID,
+                format!(
+                    "the reference profile named in spec.monitoring.reference is invalid: {why}"
+                ),
+            )),
             ReferenceState::MissingConfigMap | ReferenceState::MissingKey => {
                 let r = md.spec.monitoring.reference.as_ref();
                 let (name, key) = r
@@ -320,7 +355,8 @@ impl Planner<'_> {
                         )
                     })
                     .unwrap_or_default();
-                Some(
+                Some((
+                    reason::REFERENCE_NOT_FOUND,
                     if self.observed.reference == ReferenceState::MissingConfigMap {
                         format!(
                             "ConfigMap {name:?} named in spec.monitoring.reference does not exist"
@@ -328,20 +364,26 @@ impl Planner<'_> {
                     } else {
                         format!("ConfigMap {name:?} has no key {key:?} (spec.monitoring.reference)")
                     },
-                )
+                ))
             }
         };
 
-        if md.spec.rollout.strategy == RolloutStrategy::Canary {
-            self.condition(
-                IMMEDIATE_FALLBACK,
-                ConditionStatus::True,
-                reason::CANARY_NOT_IMPLEMENTED,
-                "spec.rollout.strategy is Canary, but this version of Drover rolls every revision out immediately",
-            );
-        } else {
-            conditions::remove(&mut self.status.conditions, IMMEDIATE_FALLBACK);
+        // Drover versions before the canary engine said here that they rolled out immediately.
+        conditions::remove(&mut self.status.conditions, IMMEDIATE_FALLBACK);
+        let canary = md.spec.rollout.strategy == RolloutStrategy::Canary;
+        if canary
+            && reference_problem.is_none()
+            && let Some(stable) = stable.as_deref()
+            && canary::in_flight(old, Some(stable), &target)
+        {
+            self.roll_out_canary(old, valid, stable, &target);
+            return;
         }
+        // A finished rollout of the revision asked for is remembered; any other is over.
+        self.status.rollout = old
+            .rollout
+            .clone()
+            .filter(|r| canary && r.revision == target);
 
         // Which revision is brought up, and which one serves meanwhile.
         let (serving, rolling_out) = match (&stable, &reference_problem) {
@@ -385,33 +427,17 @@ impl Planner<'_> {
 
         // Service and HPA point at what serves (or, for a first revision, what comes up).
         if let Some(hash) = serving.as_deref().or(rolling_out.as_deref()) {
-            self.apply_if_changed(Child::Service(Box::new(build::service::build(md, hash))));
+            self.apply_if_changed(Child::Service(Box::new(build::service::build(
+                md,
+                Selection::Revision(hash),
+            ))));
         }
-        match (&md.spec.autoscaling, hpa_target.as_deref()) {
-            (Some(autoscaling), Some(hash)) => {
-                let name = naming::revision_deployment(&md.name_any(), hash);
-                let hpa = build::autoscaler::build(md, autoscaling, &name);
-                self.apply_if_changed(Child::Autoscaler(Box::new(hpa)));
-            }
-            _ => {
-                if self.observed.autoscaler.is_some() {
-                    self.actions.push(Action::Delete(ChildRef {
-                        kind: ChildKind::Autoscaler,
-                        name: naming::autoscaler(&md.name_any()),
-                    }));
-                }
-            }
-        }
-        for revision in &self.observed.revisions {
-            let keep = [serving.as_deref(), rolling_out.as_deref()]
-                .contains(&Some(revision.hash.as_str()));
-            if !keep {
-                self.actions.push(Action::Delete(ChildRef {
-                    kind: ChildKind::Deployment,
-                    name: revision.name.clone(),
-                }));
-            }
-        }
+        self.autoscaler_on(hpa_target.as_deref());
+        let keep: Vec<&str> = [serving.as_deref(), rolling_out.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        self.delete_revisions_except(&keep);
 
         // Status.
         self.status.stable = serving.as_deref().map(|h| self.revision_status(h, old));
@@ -428,7 +454,7 @@ impl Planner<'_> {
 
         let mut stalled: Option<(&'static str, String)> = None;
         if let Some(problem) = reference_problem {
-            stalled = Some((reason::REFERENCE_NOT_FOUND, problem));
+            stalled = Some(problem);
             self.requeue_after = Some(MISSING_REFERENCE_RETRY);
         } else if let Some(canary) = &self.status.canary {
             let started = canary.since.as_ref().map(|t| t.0).unwrap_or(self.now);
@@ -578,16 +604,7 @@ impl Planner<'_> {
     ) {
         let md = self.md;
         let observed = self.observed_revision(hash).cloned();
-        // The sidecar image is pinned per revision: the spec's, else the one the revision was
-        // created with, else this operator's.
-        let monitor_image = md
-            .spec
-            .monitoring
-            .sidecar
-            .image
-            .clone()
-            .or_else(|| observed.as_ref().and_then(|o| o.monitor_image.clone()))
-            .unwrap_or_else(|| self.settings.monitor_image.clone());
+        let monitor_image = self.monitor_image(hash);
         let Some(autoscaling) = &md.spec.autoscaling else {
             let deployment =
                 build::deployment::build(md, hash, Some(md.spec.replicas), &monitor_image);
@@ -634,6 +651,22 @@ impl Planner<'_> {
             }
             (_, None) => self.apply_if_changed(Child::Deployment(Box::new(deployment))),
         }
+    }
+
+    /// The sidecar image is pinned per revision: the spec's, else the one the revision was
+    /// created with, else this operator's.
+    fn monitor_image(&self, hash: &str) -> String {
+        self.md
+            .spec
+            .monitoring
+            .sidecar
+            .image
+            .clone()
+            .or_else(|| {
+                self.observed_revision(hash)
+                    .and_then(|o| o.monitor_image.clone())
+            })
+            .unwrap_or_else(|| self.settings.monitor_image.clone())
     }
 
     fn apply_if_changed(&mut self, child: Child) {
@@ -693,9 +726,9 @@ impl Planner<'_> {
 
 /// Events worth publishing: transitions between the old and the new status only, so an
 /// unchanged object never produces one.
-fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Notice> {
+fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus, canary: bool) -> Vec<Notice> {
     let mut out = Vec::new();
-    if let Some(canary) = &new.canary
+    if let Some(canary) = new.canary.as_ref().filter(|_| !canary)
         && old.canary.as_ref().map(|c| &c.hash) != Some(&canary.hash)
     {
         out.push(Notice {
@@ -707,7 +740,7 @@ fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Noti
             ),
         });
     }
-    if let Some(stable) = &new.stable
+    if let Some(stable) = new.stable.as_ref().filter(|_| !canary)
         && old.stable.as_ref().map(|s| &s.hash) != Some(&stable.hash)
     {
         out.push(Notice {
@@ -730,6 +763,7 @@ fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Noti
         let reason = [
             reason::INVALID_SPEC,
             reason::REFERENCE_NOT_FOUND,
+            reason::REFERENCE_INVALID,
             reason::PROGRESS_DEADLINE,
         ]
         .into_iter()
@@ -763,5 +797,10 @@ fn humanize(d: Duration) -> String {
     }
 }
 
+mod canary;
+pub use canary::{HISTORY_LIMIT, canary_reason};
+
+#[cfg(test)]
+mod canary_tests;
 #[cfg(test)]
 mod tests;

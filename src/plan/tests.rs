@@ -10,18 +10,21 @@ use crate::build::{Child, ChildKind};
 use crate::conditions::{self, DEGRADED, IMMEDIATE_FALLBACK, PROGRESSING, READY, STALLED};
 use crate::revision::revision_of;
 
-fn at(secs: i64) -> Timestamp {
+pub(super) fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + secs).unwrap()
 }
 
-fn md(extra: &str) -> ModelDeployment {
+/// Tests of the immediate strategy say so (the default is a canary).
+const IMMEDIATE: &str = "  rollout: {strategy: Immediate}\n";
+
+pub(super) fn md(extra: &str) -> ModelDeployment {
     let yaml = format!(
         "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: fraud, namespace: ml, uid: u-1, generation: 1}}\nspec:\n  model: {{version: '1.0.0', image: 'fraud:1.0.0'}}\n{extra}"
     );
     serde_saphyr::from_str(&yaml).unwrap()
 }
 
-fn with_version(mut m: ModelDeployment, version: &str) -> ModelDeployment {
+pub(super) fn with_version(mut m: ModelDeployment, version: &str) -> ModelDeployment {
     m.spec.model.version = version.into();
     m.spec.model.image = format!("fraud:{version}");
     m.metadata.generation = Some(m.metadata.generation.unwrap_or(1) + 1);
@@ -29,7 +32,7 @@ fn with_version(mut m: ModelDeployment, version: &str) -> ModelDeployment {
 }
 
 /// The observed state after the plan's applies landed, with every revision as `ready` says.
-fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) -> Observed {
+pub(super) fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) -> Observed {
     let mut next = observed.clone();
     for action in &plan.actions {
         match action {
@@ -37,7 +40,14 @@ fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) -> Observed {
                 let name = d.metadata.name.clone().unwrap();
                 let hash =
                     d.metadata.labels.as_ref().unwrap()[crate::naming::LABEL_REVISION].clone();
-                let replicas = d.spec.as_ref().unwrap().replicas;
+                // An apply without replicas leaves the count as it was (the scale manager's).
+                let before = next.revisions.iter().find(|r| r.name == name);
+                let replicas = d
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .replicas
+                    .or(before.and_then(|b| b.replicas));
                 next.revisions.retain(|r| r.name != name);
                 next.revisions.push(ObservedRevision {
                     name,
@@ -55,10 +65,21 @@ fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) -> Observed {
             Action::Apply(Child::Service(s)) => {
                 next.service = Some(ObservedService {
                     spec_hash: Child::Service(s.clone()).spec_hash().map(str::to_string),
-                    serving_revision: s.spec.as_ref().unwrap().selector.as_ref().unwrap()
-                        [crate::naming::LABEL_REVISION]
-                        .clone()
-                        .into(),
+                    serving_revision: s
+                        .spec
+                        .as_ref()
+                        .unwrap()
+                        .selector
+                        .as_ref()
+                        .unwrap()
+                        .get(crate::naming::LABEL_REVISION)
+                        .or(s
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .unwrap()
+                            .get(crate::build::service::ANNOTATION_STABLE_REVISION))
+                        .cloned(),
                 });
             }
             Action::Apply(Child::Autoscaler(h)) => {
@@ -92,7 +113,7 @@ fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) -> Observed {
     next
 }
 
-fn applied_kinds(plan: &Plan) -> Vec<String> {
+pub(super) fn applied_kinds(plan: &Plan) -> Vec<String> {
     plan.actions
         .iter()
         .map(|a| match a {
@@ -110,7 +131,7 @@ fn applied_kinds(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-fn settle(m: &mut ModelDeployment, observed: &Observed, now: Timestamp) -> Plan {
+pub(super) fn settle(m: &mut ModelDeployment, observed: &Observed, now: Timestamp) -> Plan {
     let p = plan(m, observed, &Settings::default(), now);
     m.status = Some(p.status.clone());
     p
@@ -173,7 +194,7 @@ fn first_revision_creates_deployment_and_service_then_becomes_stable() {
 
 #[test]
 fn a_new_version_comes_up_beside_stable_and_replaces_it_once_complete() {
-    let mut m = md("");
+    let mut m = md(IMMEDIATE);
     let old = revision_of(&m.spec);
     let p = settle(&mut m, &Observed::default(), at(0));
     let observed = apply_plan(&Observed::default(), &p, &[&old]);
@@ -218,7 +239,9 @@ fn a_new_version_comes_up_beside_stable_and_replaces_it_once_complete() {
 
 #[test]
 fn under_autoscaling_replicas_are_never_applied_and_the_hpa_moves_after_completion() {
-    let mut m = md("  autoscaling: {minReplicas: 2, maxReplicas: 10}\n");
+    let mut m = md(&format!(
+        "{IMMEDIATE}  autoscaling: {{minReplicas: 2, maxReplicas: 10}}\n"
+    ));
     let old = revision_of(&m.spec);
     let p = settle(&mut m, &Observed::default(), at(0));
     for a in &p.actions {
@@ -365,7 +388,7 @@ fn a_missing_reference_profile_blocks_the_new_revision_and_retries_slowly() {
 
 #[test]
 fn progress_deadline_stalls_with_a_reason_and_keeps_stable() {
-    let mut m = md("  rollout: {progressDeadline: 5m}\n");
+    let mut m = md("  rollout: {strategy: Immediate, progressDeadline: 5m}\n");
     let old = revision_of(&m.spec);
     let p = settle(&mut m, &Observed::default(), at(0));
     let observed = apply_plan(&Observed::default(), &p, &[&old]);
@@ -395,7 +418,7 @@ fn progress_deadline_stalls_with_a_reason_and_keeps_stable() {
 
 #[test]
 fn lost_status_is_recovered_from_the_objects() {
-    let mut m = md("");
+    let mut m = md(IMMEDIATE);
     let old = revision_of(&m.spec);
     let p = settle(&mut m, &Observed::default(), at(0));
     let observed = apply_plan(&Observed::default(), &p, &[&old]);
@@ -416,7 +439,7 @@ fn lost_status_is_recovered_from_the_objects() {
 }
 
 #[test]
-fn stale_revisions_are_deleted_and_strategy_fallback_is_announced() {
+fn stale_revisions_are_deleted_and_an_old_fallback_condition_goes() {
     let mut m = md("");
     let rev = revision_of(&m.spec);
     let stray = ObservedRevision {
@@ -428,19 +451,21 @@ fn stale_revisions_are_deleted_and_strategy_fallback_is_announced() {
         revisions: vec![stray],
         ..Observed::default()
     };
+    // Written by a Drover from before the canary engine.
+    let mut status = ModelDeploymentStatus::default();
+    conditions::set(
+        &mut status.conditions,
+        IMMEDIATE_FALLBACK,
+        ConditionStatus::True,
+        "CanaryNotImplemented",
+        "",
+        Some(1),
+        at(0),
+    );
+    m.status = Some(status);
     let p = settle(&mut m, &observed, at(0));
     assert!(applied_kinds(&p).contains(&"delete Deployment fraud-0000000000".to_string()));
-    assert!(conditions::is_true(
-        &p.status.conditions,
-        IMMEDIATE_FALLBACK
-    ));
-    m.spec.rollout.strategy = crate::api::RolloutStrategy::Immediate;
-    let p = plan(
-        &m,
-        &apply_plan(&observed, &p, &[&rev]),
-        &Settings::default(),
-        at(5),
-    );
+    assert!(applied_kinds(&p).contains(&format!("apply Deployment fraud-{rev}")));
     assert!(conditions::get(&p.status.conditions, IMMEDIATE_FALLBACK).is_none());
 }
 

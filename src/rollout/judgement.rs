@@ -47,6 +47,35 @@ fn outcomes(r: &Report) -> RequestOutcomes {
     }
 }
 
+/// The failed signals with their measured values against their limits (and the p-value of a
+/// comparison), e.g. `errorRate 0.1 (limit 0.01)`.
+fn failing(signals: &[SignalJudgement]) -> String {
+    let number = |v: f64| {
+        let s = format!("{v:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s.is_empty() || s == "-" {
+            "0".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    signals
+        .iter()
+        .filter(|s| s.verdict == Verdict::Fail)
+        .map(|s| {
+            let mut out = s.name.clone();
+            if let (Some(v), Some(t)) = (s.value, s.threshold) {
+                out.push_str(&format!(" {} (limit {})", number(v), number(t)));
+            }
+            if let Some(p) = s.p_value {
+                out.push_str(&format!(", p = {p:.2e}"));
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn signal(name: &str, verdict: Verdict) -> SignalJudgement {
     SignalJudgement {
         name: name.to_string(),
@@ -154,14 +183,9 @@ pub fn judge(
 
     let stable_requests = evidence.stable.map(|s| outcomes(s).requests).unwrap_or(0);
     let (verdict, reason) = if breached {
-        let failed: Vec<&str> = signals
-            .iter()
-            .filter(|s| s.verdict == Verdict::Fail)
-            .map(|s| s.name.as_str())
-            .collect();
         (
             Verdict::Fail,
-            format!("limit breached: {}", failed.join(", ")),
+            format!("limit breached: {}", failing(&signals)),
         )
     } else if !enough {
         (
@@ -169,14 +193,9 @@ pub fn judge(
             format!("{n} canary requests, {} needed", analysis.min_requests),
         )
     } else if signals.iter().any(|s| s.verdict == Verdict::Fail) {
-        let failed: Vec<&str> = signals
-            .iter()
-            .filter(|s| s.verdict == Verdict::Fail)
-            .map(|s| s.name.as_str())
-            .collect();
         (
             Verdict::Fail,
-            format!("worse than stable: {}", failed.join(", ")),
+            format!("worse than stable: {}", failing(&signals)),
         )
     } else if moment == Moment::DuringStep {
         (

@@ -20,10 +20,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::judgement::{self, Evidence, Moment};
 use super::weights;
+use crate::api::ModelDeploymentSpec;
 use crate::api::{
     AnalysisSpec, AppliedControls, Judgement, RolloutPhase, RolloutRecord, RolloutState, Verdict,
 };
 use crate::monitor::report::Report;
+use crate::validate::Validated;
 
 /// Control tokens present on the ModelDeployment (annotations `drover.dev/<control>`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -73,6 +75,17 @@ pub struct Timing {
     pub bake_time: Duration,
 }
 
+impl Timing {
+    /// The durations of a checked spec.
+    pub fn of(valid: &Validated) -> Self {
+        Self {
+            interval: valid.interval,
+            progress_deadline: valid.progress_deadline,
+            bake_time: valid.bake_time,
+        }
+    }
+}
+
 /// Limits the previous revision is kept warm against after promotion.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BakeLimits {
@@ -80,6 +93,22 @@ pub struct BakeLimits {
     pub max_error_rate: f64,
     /// Highest p99 latency, seconds.
     pub max_latency_p99: f64,
+}
+
+impl BakeLimits {
+    /// The stable revision's SLO where the spec sets one, else the canary's absolute limits.
+    pub fn of(spec: &ModelDeploymentSpec, valid: &Validated) -> Self {
+        let slo = spec.monitoring.slo.as_ref();
+        Self {
+            max_error_rate: slo
+                .and_then(|s| s.error_rate)
+                .unwrap_or(spec.rollout.analysis.max_error_rate),
+            max_latency_p99: valid
+                .slo_latency_p99
+                .unwrap_or(valid.max_latency_p99)
+                .as_secs_f64(),
+        }
+    }
 }
 
 /// A revision by hash and version.

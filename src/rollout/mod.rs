@@ -6,4 +6,6 @@ pub mod machine;
 pub mod weights;
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;

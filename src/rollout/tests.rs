@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use proptest::prelude::*;
-use serde_json::json;
 
+use super::fixtures::report;
 use super::judgement::Evidence;
 use super::machine::{self, BakeLimits, Controls, Decision, RevisionRef, Tick, Timing, reason};
 use crate::api::{AnalysisSpec, RolloutPhase, RolloutState, Verdict};
-use crate::monitor::recorder::{Exchange, Recorder};
 use crate::monitor::report::Report;
 
 fn at(secs: i64) -> Timestamp {
@@ -31,22 +30,6 @@ enum Traffic {
     Trickle,
     /// No report at all.
     Outage,
-}
-
-fn report(ok: usize, errors: usize, ms: f64) -> Report {
-    let r = Recorder::new(None, "1", "i".into(), "t".into());
-    let req = json!({"x": 1});
-    let resp = json!({"prediction": 0, "probability": 0.9});
-    for i in 0..ok + errors {
-        r.record(Exchange {
-            status: if i < errors { 500 } else { 200 },
-            latency: Duration::from_secs_f64(ms * (1.0 + (i % 7) as f64 / 100.0) / 1000.0),
-            request: Some(Ok(&req)),
-            response: Some(Ok(&resp)),
-            terminating: false,
-        });
-    }
-    r.report()
 }
 
 struct Reports {

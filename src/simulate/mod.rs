@@ -240,21 +240,8 @@ pub fn simulate(md: &ModelDeployment, scenario: &Scenario) -> Result<Simulation,
     let valid = crate::validate::validate(&md.spec)
         .map_err(|p| format!("the ModelDeployment is refused: {}", p.join("; ")))?;
     let analysis = &md.spec.rollout.analysis;
-    let max_latency_p99 = analysis
-        .max_latency_p99
-        .parse()
-        .map_err(|e| format!("spec.rollout.analysis.maxLatencyP99: {e}"))?
-        .as_secs_f64();
-    let slo = md.spec.monitoring.slo.clone().unwrap_or_default();
-    let bake = BakeLimits {
-        max_error_rate: slo.error_rate.unwrap_or(analysis.max_error_rate),
-        max_latency_p99: slo
-            .latency_p99
-            .as_ref()
-            .and_then(|d| d.parse().ok())
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(max_latency_p99),
-    };
+    let max_latency_p99 = valid.max_latency_p99.as_secs_f64();
+    let bake = BakeLimits::of(&md.spec, &valid);
     let dt = match &scenario.resolution {
         Some(r) => r.parse().map_err(|e| format!("resolution: {e}"))?,
         None => valid.scrape_interval,
@@ -263,11 +250,7 @@ pub fn simulate(md: &ModelDeployment, scenario: &Scenario) -> Result<Simulation,
         .duration
         .parse()
         .map_err(|e| format!("duration: {e}"))?;
-    let timing = Timing {
-        interval: valid.interval,
-        progress_deadline: valid.progress_deadline,
-        bake_time: valid.bake_time,
-    };
+    let timing = Timing::of(&valid);
     let old = RevisionRef {
         hash: "stable".into(),
         version: "current".into(),
