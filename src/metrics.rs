@@ -36,6 +36,44 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Labels of per-ModelDeployment series: bounded by the number of ModelDeployments.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WeightLabels {
+    namespace: String,
+    name: String,
+    weight: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    namespace: String,
+    name: String,
+    signal: String,
+}
+
+/// Signals a judgement can carry (the gauges of a deleted ModelDeployment are removed for
+/// each).
+pub const SIGNALS: [&str; 7] = [
+    "errorRate",
+    "latencyP99",
+    "predictionDrift",
+    "dataDrift",
+    "confidence",
+    "errorRateVsStable",
+    "latencyVsStable",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabels {
     kind: &'static str,
     verb: &'static str,
@@ -50,6 +88,12 @@ pub struct Metrics {
     phases: Family<PhaseLabels, Gauge>,
     writes: Family<WriteLabels, Counter>,
     leader: Gauge,
+    scrapes: Family<OutcomeLabels, Counter>,
+    promotions: Family<ModelLabels, Counter>,
+    rollbacks: Family<ModelLabels, Counter>,
+    weights: Family<WeightLabels, Gauge>,
+    signal_values: Family<SignalLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    signal_thresholds: Family<SignalLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -63,6 +107,12 @@ impl Default for Metrics {
             phases: Family::default(),
             writes: Family::default(),
             leader: Gauge::default(),
+            scrapes: Family::default(),
+            promotions: Family::default(),
+            rollbacks: Family::default(),
+            weights: Family::default(),
+            signal_values: Family::default(),
+            signal_thresholds: Family::default(),
         }
     }
 }
@@ -102,6 +152,112 @@ impl Metrics {
             "1 while this instance holds the leader Lease",
             self.leader.clone(),
         );
+        r.register(
+            "monitor_scrapes",
+            "Scrapes of monitor reports by outcome (ok, timeout, connect, unauthorized, status, malformed, restarted)",
+            self.scrapes.clone(),
+        );
+        r.register("promotions", "Canary promotions", self.promotions.clone());
+        r.register(
+            "rollbacks",
+            "Canary rollbacks (failed judgements, deadline, abort, bake-window breach)",
+            self.rollbacks.clone(),
+        );
+        r.register(
+            "canary_weight",
+            "Traffic percent of the canary, requested and actual",
+            self.weights.clone(),
+        );
+        r.register(
+            "canary_signal_value",
+            "The last judged value of each canary signal",
+            self.signal_values.clone(),
+        );
+        r.register(
+            "canary_signal_threshold",
+            "The threshold each canary signal is judged against",
+            self.signal_thresholds.clone(),
+        );
+    }
+
+    /// Counts one scrape by outcome.
+    pub fn scraped(&self, outcome: &'static str) {
+        self.scrapes.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts a promotion of `namespace/name`.
+    pub fn promoted(&self, namespace: &str, name: &str) {
+        self.promotions
+            .get_or_create(&ModelLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a rollback of `namespace/name`.
+    pub fn rolled_back(&self, namespace: &str, name: &str) {
+        self.rollbacks
+            .get_or_create(&ModelLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+            .inc();
+    }
+
+    /// Sets the canary's requested and actual weights.
+    pub fn set_weights(&self, namespace: &str, name: &str, requested: i64, actual: i64) {
+        for (weight, v) in [("requested", requested), ("actual", actual)] {
+            self.weights
+                .get_or_create(&WeightLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    weight,
+                })
+                .set(v);
+        }
+    }
+
+    /// Sets one judged signal's value and threshold.
+    pub fn set_signal(
+        &self,
+        namespace: &str,
+        name: &str,
+        signal: &str,
+        value: Option<f64>,
+        threshold: Option<f64>,
+    ) {
+        let labels = SignalLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            signal: signal.into(),
+        };
+        if let Some(v) = value.filter(|v| v.is_finite()) {
+            self.signal_values.get_or_create(&labels).set(v);
+        }
+        if let Some(t) = threshold.filter(|t| t.is_finite()) {
+            self.signal_thresholds.get_or_create(&labels).set(t);
+        }
+    }
+
+    /// Removes the per-ModelDeployment series of `namespace/name` (deleted, or no canary).
+    pub fn forget_rollout(&self, namespace: &str, name: &str) {
+        for weight in ["requested", "actual"] {
+            self.weights.remove(&WeightLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                weight,
+            });
+        }
+        for signal in SIGNALS {
+            let labels = SignalLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                signal: signal.into(),
+            };
+            self.signal_values.remove(&labels);
+            self.signal_thresholds.remove(&labels);
+        }
     }
 
     /// Counts one reconcile that took `took`.

@@ -8,7 +8,7 @@ use futures::{StreamExt, future};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, Health};
 use crate::api::{ModelDeployment, Phase};
+use crate::collect;
 use crate::controller::{self, Context, Stores};
 use crate::leader::{LeaderElector, LeaseTiming, WriteGate};
 use crate::metrics::Metrics;
@@ -54,6 +55,12 @@ pub struct OperatorArgs {
     /// ModelDeployments reconciled at once.
     #[arg(long, env = "DROVER_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
+    /// Monitor report scrapes in flight at once, over every ModelDeployment.
+    #[arg(long, env = "DROVER_SCRAPE_CONCURRENCY", default_value_t = 64)]
+    pub scrape_concurrency: u16,
+    /// Timeout of one monitor report scrape, in milliseconds.
+    #[arg(long, env = "DROVER_SCRAPE_TIMEOUT_MS", default_value_t = 2000)]
+    pub scrape_timeout_ms: u64,
 }
 
 /// Runs the operator until SIGTERM/SIGINT, or until the Lease is lost (then exits non-zero so
@@ -200,7 +207,7 @@ pub async fn run_with_client(
             recorder.clone(),
             metrics.clone(),
             gate.clone(),
-            args.concurrency,
+            args.clone(),
             halt(),
         );
         readers.push(reader);
@@ -233,7 +240,7 @@ fn scope_controller(
     recorder: Recorder,
     metrics: Metrics,
     gate: WriteGate,
-    concurrency: u16,
+    args: OperatorArgs,
     halt: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> (
     impl std::future::Future<Output = ()> + Send,
@@ -289,11 +296,23 @@ fn scope_controller(
         .reflect(svc_writer)
         .touched_objects();
     let (hpa_reader, hpa_writer) = reflector::store::<HorizontalPodAutoscaler>();
-    let autoscalers = watcher(api::<HorizontalPodAutoscaler>(&client, &scope), children)
+    let autoscalers = watcher(
+        api::<HorizontalPodAutoscaler>(&client, &scope),
+        children.clone(),
+    )
+    .default_backoff()
+    .modify(|h| h.managed_fields_mut().clear())
+    .reflect(hpa_writer)
+    .touched_objects();
+
+    // Pods, slimmed to what the collector reads (labels, readiness, IPs): the scrape targets.
+    let (pod_reader, pod_writer) = reflector::store::<Pod>();
+    let pods = watcher(api::<Pod>(&client, &scope), children)
         .default_backoff()
-        .modify(|h| h.managed_fields_mut().clear())
-        .reflect(hpa_writer)
-        .touched_objects();
+        .modify(collect::slim_pod)
+        .reflect(pod_writer)
+        .touched_objects()
+        .for_each(|_| future::ready(()));
 
     let stores = Stores {
         deployments: dep_reader.clone(),
@@ -312,12 +331,37 @@ fn scope_controller(
         })
     };
     let clock: controller::Clock = Arc::new(jiff::Timestamp::now);
-    let ctx = Arc::new(Context::new(client, recorder, metrics, gate, stores, clock));
-    let task = Controller::for_stream(models, md_reader.clone())
+    let collector = Arc::new(collect::Collector::default());
+    // A finished scrape round asks for a reconcile of its ModelDeployment: the judgement runs
+    // at the scrape that shows a breach, not at the next resync.
+    let (trigger, triggered) = tokio::sync::mpsc::channel(1024);
+    let scraping = collect::CollectLoop {
+        collector: collector.clone(),
+        models: md_reader.clone(),
+        pods: pod_reader,
+        client: client.clone(),
+        gate: gate.clone(),
+        metrics: metrics.clone(),
+        trigger,
+        settings: collect::CollectSettings {
+            concurrency: usize::from(args.scrape_concurrency),
+            timeout: Duration::from_millis(args.scrape_timeout_ms),
+            ..collect::CollectSettings::default()
+        },
+    }
+    .run();
+    let triggered = futures::stream::unfold(triggered, |mut rx| async move {
+        rx.recv().await.map(|r| (r, rx))
+    });
+    let ctx = Arc::new(
+        Context::new(client, recorder, metrics, gate, stores, clock).with_collector(collector),
+    );
+    let controller = Controller::for_stream(models, md_reader.clone())
         .owns_stream(deployments)
         .owns_stream(services)
         .owns_stream(autoscalers)
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .reconcile_on(triggered)
+        .with_config(kube::runtime::controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(halt)
         .run(controller::reconcile, controller::error_policy, ctx)
         .for_each(|result| {
@@ -326,6 +370,14 @@ fn scope_controller(
             }
             future::ready(())
         });
+    // The controller decides when to stop; pods and scrapes stop with it.
+    let task = async move {
+        tokio::select! {
+            _ = controller => {}
+            _ = pods => {}
+            _ = scraping => {}
+        }
+    };
     (task, md_reader, synced)
 }
 

@@ -83,6 +83,13 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         api_group: "",
+        resources: &["pods"],
+        verbs: &["list", "watch"],
+        scope: Scope::Watched,
+        why: "the ready pods of each revision and their IPs: where to scrape the monitors' reports",
+    },
+    Rule {
+        api_group: "",
         resources: &["configmaps"],
         verbs: &["get"],
         scope: Scope::Watched,

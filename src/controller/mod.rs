@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::api::{ModelDeployment, ModelDeploymentStatus};
 use crate::build::{ChildKind, ChildRef};
+use crate::collect::Collector;
 use crate::leader::WriteGate;
 use crate::metrics::{FailureCategory, Metrics};
 use crate::naming::{ANNOTATION_SPEC_HASH, LABEL_MODEL, LABEL_REVISION, LABEL_VERSION};
@@ -89,6 +90,8 @@ pub struct Context {
     pub clock: Clock,
     /// Operator configuration the planner needs.
     pub settings: plan::Settings,
+    /// The monitors' reports, collected by the scrape loop.
+    pub collector: Arc<Collector>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<ModelDeployment>>, u32>>,
     /// The status this instance last wrote, by object uid. The watch can deliver a child's
@@ -118,10 +121,17 @@ impl Context {
             stores,
             clock,
             settings: plan::Settings::default(),
+            collector: Arc::new(Collector::default()),
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context sharing `collector` with a scrape loop.
+    pub fn with_collector(mut self, collector: Arc<Collector>) -> Self {
+        self.collector = collector;
+        self
     }
 
     /// The same context with other planner settings.
@@ -277,8 +287,14 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
         _ => md,
     };
     let namespace = md.namespace().unwrap_or_default();
-    let observed = observe(md, ctx).await?;
+    let mut observed = observe(md, ctx).await?;
+    if let Some(status) = &md.status {
+        let profile = observed.evidence.profile.take();
+        observed.evidence = ctx.collector.evidence(&uid, status);
+        observed.evidence.profile = profile;
+    }
     let plan = plan::plan(md, &observed, &ctx.settings, (ctx.clock)());
+    rollout_metrics(md, &plan, &ctx.metrics);
     let writer = ctx.writer(&namespace);
     let reference = md.object_ref(&());
     if plan
@@ -349,6 +365,48 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
         Some(after) => Requeue::requeue(after.min(RESYNC)),
         None => Requeue::requeue(RESYNC),
     })
+}
+
+/// Live rollout values as gauges (status changes only on judgements and transitions), and the
+/// promotion and rollback counters.
+fn rollout_metrics(md: &ModelDeployment, plan: &plan::Plan, metrics: &Metrics) {
+    use crate::rollout::machine::reason as r;
+    let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
+    for notice in &plan.notices {
+        match notice.reason {
+            r::PROMOTED => metrics.promoted(&namespace, &name),
+            r::ROLLED_BACK | r::BAKE_ROLLBACK | r::DEADLINE | r::ABORTED => {
+                metrics.rolled_back(&namespace, &name)
+            }
+            _ => {}
+        }
+    }
+    let running = plan.status.rollout.as_ref().filter(|s| {
+        matches!(
+            s.phase,
+            crate::api::RolloutPhase::Progressing | crate::api::RolloutPhase::Paused
+        )
+    });
+    match running {
+        Some(state) => {
+            metrics.set_weights(
+                &namespace,
+                &name,
+                i64::from(state.requested_weight),
+                i64::from(state.actual_weight),
+            );
+            for signal in plan.judgement.iter().flat_map(|j| &j.signals) {
+                metrics.set_signal(
+                    &namespace,
+                    &name,
+                    &signal.name,
+                    signal.value,
+                    signal.threshold,
+                );
+            }
+        }
+        None => metrics.forget_rollout(&namespace, &name),
+    }
 }
 
 /// Makes sure Secret `<name>-monitor-token` exists before pods that mount it are created. The

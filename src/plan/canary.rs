@@ -115,6 +115,7 @@ impl Planner<'_> {
             now: self.now,
         };
         let decision = machine::tick(&tick);
+        self.judgement = decision.judgement.clone();
         for a in &decision.announcements {
             self.announcements.push(Notice {
                 warning: a.warning,

@@ -170,6 +170,8 @@ pub struct Plan {
     pub notices: Vec<Notice>,
     /// When to look again even if nothing changes (a deadline, a missing reference).
     pub requeue_after: Option<Duration>,
+    /// The canary judgement made now (recorded in status only when it changed), for gauges.
+    pub judgement: Option<crate::api::Judgement>,
 }
 
 /// How long to wait before looking again for a missing reference profile.
@@ -223,6 +225,7 @@ pub fn plan(
         requeue_after: None,
         canary: false,
         announcements: Vec::new(),
+        judgement: None,
     };
     match validate::validate(&md.spec) {
         Ok(valid) => planner.roll_out(&old, &valid),
@@ -235,6 +238,7 @@ pub fn plan(
         status: planner.status,
         notices,
         requeue_after: planner.requeue_after,
+        judgement: planner.judgement,
     }
 }
 
@@ -251,6 +255,8 @@ struct Planner<'a> {
     canary: bool,
     /// What the rollout machine announced.
     announcements: Vec<Notice>,
+    /// What the rollout machine judged.
+    judgement: Option<crate::api::Judgement>,
 }
 
 impl Planner<'_> {

@@ -181,6 +181,8 @@ pub struct Decision {
     pub announcements: Vec<Announcement>,
     /// History entry to record (newest first).
     pub record: Option<RolloutRecord>,
+    /// The judgement made at this tick, recorded in status or not (for live gauges).
+    pub judgement: Option<Judgement>,
 }
 
 /// Stable reasons of rollout transitions.
@@ -236,9 +238,11 @@ fn fresh<'a>(present: &'a Option<String>, applied: &Option<String>) -> Option<&'
     present.as_ref().filter(|p| applied.as_ref() != Some(*p))
 }
 
+#[derive(Default)]
 struct Out {
     announcements: Vec<Announcement>,
     record: Option<RolloutRecord>,
+    judgement: Option<Judgement>,
 }
 
 impl Out {
@@ -257,6 +261,7 @@ impl Out {
             keep_warm,
             announcements: self.announcements,
             record: self.record,
+            judgement: self.judgement,
         }
     }
 
@@ -271,21 +276,11 @@ impl Out {
 
 /// One tick of the machine.
 pub fn tick(t: &Tick<'_>) -> Decision {
-    let mut out = Out {
-        announcements: Vec::new(),
-        record: None,
-    };
+    let mut out = Out::default();
     let now = t.now;
     let Some(stable) = t.stable else {
         // The first revision has nothing to be compared with: it is deployed at once.
-        return Decision {
-            state: t.state.cloned(),
-            stable: None,
-            canary_replicas: 0,
-            keep_warm: None,
-            announcements: Vec::new(),
-            record: None,
-        };
+        return out.decide(t.state.cloned(), None, 0, None);
     };
     let record = |state: &RolloutState, outcome: &str, why: &str| RolloutRecord {
         revision: state.revision.clone(),
@@ -384,14 +379,7 @@ pub fn tick(t: &Tick<'_>) -> Decision {
         } else {
             // Rejected until the spec changes or a retry token arrives (GitOps-safe: spec is
             // the user's, it still names this revision).
-            return Decision {
-                state: Some(state),
-                stable: Some(stable.hash.clone()),
-                canary_replicas: 0,
-                keep_warm: None,
-                announcements: out.announcements,
-                record: out.record,
-            };
+            return out.decide(Some(state), Some(stable.hash.clone()), 0, None);
         }
     }
     if state.phase == RolloutPhase::Baking || state.phase == RolloutPhase::Complete {
@@ -504,6 +492,7 @@ pub fn tick(t: &Tick<'_>) -> Decision {
     let mut judged = judgement::judge(t.analysis, t.max_latency_p99, t.evidence, moment);
     judged.at = now.to_string();
     judged.step = state.step;
+    out.judgement = Some(judged.clone());
     // Status changes on judgements, not on every scrape: an inconclusive judgement that only
     // counts more requests is the same judgement.
     let waiting_on = |j: &Judgement| -> Vec<String> {
@@ -615,14 +604,7 @@ fn hold(stable: &RevisionRef, state: RolloutState, replicas: i32, out: Out) -> D
 }
 
 fn steady(t: &Tick<'_>, stable: &RevisionRef, out: Out) -> Decision {
-    Decision {
-        state: t.state.cloned(),
-        stable: Some(stable.hash.clone()),
-        canary_replicas: 0,
-        keep_warm: None,
-        announcements: out.announcements,
-        record: out.record,
-    }
+    out.decide(t.state.cloned(), Some(stable.hash.clone()), 0, None)
 }
 
 fn roll_back(
@@ -655,14 +637,7 @@ fn roll_back(
         reason: why,
         at: t.now.to_string(),
     });
-    Decision {
-        state: Some(state),
-        stable: Some(stable.hash.clone()),
-        canary_replicas: 0,
-        keep_warm: None,
-        announcements: out.announcements,
-        record: out.record,
-    }
+    out.decide(Some(state), Some(stable.hash.clone()), 0, None)
 }
 
 fn promote(
@@ -699,14 +674,8 @@ fn promote(
         state.bake_until = Some(later(t.now, t.timing.bake_time));
         Some(stable.hash.clone())
     };
-    Decision {
-        stable: Some(state.revision.clone()),
-        state: Some(state),
-        canary_replicas: 0,
-        keep_warm,
-        announcements: out.announcements,
-        record: out.record,
-    }
+    let promoted = state.revision.clone();
+    out.decide(Some(state), Some(promoted), 0, keep_warm)
 }
 
 fn bake_breach(window: &Report, limits: BakeLimits, min_requests: i64) -> Option<String> {

@@ -1,0 +1,523 @@
+//! Collection: every `scrapeInterval` the operator fetches `/drover/report` from every ready pod
+//! of the revisions a rollout judges, keeps per-revision windows over those cumulative reports
+//! ([`window`]), and asks for a reconcile; the reconcile takes the windows its rollout state
+//! names as evidence ([`Collector::evidence`]).
+//!
+//! Which revisions and windows are wanted is decided from status alone ([`wanted`]), so the
+//! collector needs no state of its own beyond the reports: a restarted operator opens new
+//! windows at its first scrape, and the judgement waits for enough requests in them.
+
+pub mod scrape;
+pub mod window;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::Api;
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::api::{ModelDeployment, ModelDeploymentStatus, RolloutPhase};
+use crate::build::deployment::{ADMIN_PORT, TOKEN_KEY};
+use crate::leader::WriteGate;
+use crate::metrics::Metrics;
+use crate::monitor::report::Report;
+use crate::naming::{LABEL_MODEL, LABEL_REVISION};
+use crate::plan::ObservedEvidence;
+use scrape::{ScrapeFailure, Scraper};
+use window::{Recorded, RevisionWindow};
+
+/// A revision and the window over it that a judgement uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowRef {
+    /// Revision hash.
+    pub revision: String,
+    /// What opened the window: the step (and when it started) or the bake window.
+    pub key: String,
+}
+
+/// The windows a ModelDeployment's rollout judges on now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// The canary over the current step.
+    pub canary: Option<WindowRef>,
+    /// Stable over the same step.
+    pub stable: Option<WindowRef>,
+    /// The promoted revision since promotion.
+    pub bake: Option<WindowRef>,
+}
+
+impl Wanted {
+    /// Revisions to scrape.
+    pub fn revisions(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = [&self.canary, &self.stable, &self.bake]
+            .into_iter()
+            .flatten()
+            .map(|w| w.revision.as_str())
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// Nothing to collect.
+    pub fn is_empty(&self) -> bool {
+        self.canary.is_none() && self.stable.is_none() && self.bake.is_none()
+    }
+}
+
+/// The windows `status` calls for: a running step's (canary and stable, keyed by the step and
+/// its start), or the bake window's (keyed by its end). A rollout that waits for its canary's
+/// pods still scrapes both, so the step's window can open at once.
+pub fn wanted(status: &ModelDeploymentStatus) -> Wanted {
+    let Some(rollout) = status.rollout.as_ref() else {
+        return Wanted::default();
+    };
+    match rollout.phase {
+        RolloutPhase::Progressing | RolloutPhase::Paused => {
+            let key = match &rollout.step_started_at {
+                Some(t) => format!("step {} from {}", rollout.step, t.0),
+                None => format!("step {} pending", rollout.step),
+            };
+            let stable = status
+                .stable
+                .as_ref()
+                .filter(|s| s.hash != rollout.revision)
+                .map(|s| WindowRef {
+                    revision: s.hash.clone(),
+                    key: key.clone(),
+                });
+            Wanted {
+                canary: Some(WindowRef {
+                    revision: rollout.revision.clone(),
+                    key,
+                }),
+                stable,
+                bake: None,
+            }
+        }
+        RolloutPhase::Baking => Wanted {
+            bake: Some(WindowRef {
+                revision: rollout.revision.clone(),
+                key: format!(
+                    "bake until {}",
+                    rollout
+                        .bake_until
+                        .as_ref()
+                        .map(|t| t.0.to_string())
+                        .unwrap_or_default()
+                ),
+            }),
+            ..Wanted::default()
+        },
+        RolloutPhase::Complete | RolloutPhase::RolledBack => Wanted::default(),
+    }
+}
+
+/// A pod to scrape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodTarget {
+    /// Pod name.
+    pub name: String,
+    /// Revision hash.
+    pub revision: String,
+    /// Pod IP (IPv4 or IPv6).
+    pub ip: IpAddr,
+}
+
+/// The ready, not terminating pods of `md`'s `revisions` among `pods`.
+pub fn targets<'a>(
+    md: &ModelDeployment,
+    revisions: &[&str],
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Vec<PodTarget> {
+    let name = md.name_any();
+    let namespace = md.namespace();
+    pods.into_iter()
+        .filter(|p| p.namespace() == namespace && p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.labels().get(LABEL_MODEL) == Some(&name))
+        .filter_map(|p| {
+            let revision = p.labels().get(LABEL_REVISION)?;
+            if !revisions.contains(&revision.as_str()) {
+                return None;
+            }
+            let status = p.status.as_ref()?;
+            let ready = status
+                .conditions
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if !ready {
+                return None;
+            }
+            let ip = status
+                .pod_ip
+                .as_deref()
+                .or_else(|| status.pod_ips.as_ref()?.first().map(|p| p.ip.as_str()))?
+                .parse()
+                .ok()?;
+            Some(PodTarget {
+                name: p.name_any(),
+                revision: revision.clone(),
+                ip,
+            })
+        })
+        .collect()
+}
+
+/// Keeps only what [`targets`] reads of a Pod, so the pod cache stays small.
+pub fn slim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    pod.metadata.owner_references = None;
+    pod.metadata.generate_name = None;
+    if let Some(labels) = pod.metadata.labels.as_mut() {
+        labels.retain(|k, _| k == LABEL_MODEL || k == LABEL_REVISION);
+    }
+    pod.spec = None;
+    if let Some(status) = pod.status.as_mut() {
+        let ready = status
+            .conditions
+            .take()
+            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            conditions: ready,
+            pod_ip: status.pod_ip.take(),
+            pod_ips: status.pod_ips.take(),
+            ..Default::default()
+        };
+    }
+}
+
+#[derive(Default)]
+struct ModelWindows {
+    revisions: BTreeMap<String, RevisionWindow>,
+    last_round: Option<Instant>,
+}
+
+/// Reports collected per ModelDeployment (by uid), shared by the scrape loop and reconciles.
+#[derive(Default)]
+pub struct Collector {
+    models: Mutex<HashMap<String, ModelWindows>>,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl Collector {
+    /// The evidence `status` calls for (the profile is the reconcile's to add).
+    pub fn evidence(&self, uid: &str, status: &ModelDeploymentStatus) -> ObservedEvidence {
+        let want = wanted(status);
+        let Ok(mut models) = self.models.lock() else {
+            return ObservedEvidence::default();
+        };
+        let Some(model) = models.get_mut(uid) else {
+            return ObservedEvidence::default();
+        };
+        let mut window = |w: &Option<WindowRef>| {
+            let w = w.as_ref()?;
+            model.revisions.get_mut(&w.revision)?.window(&w.key)
+        };
+        ObservedEvidence {
+            canary: window(&want.canary),
+            stable: window(&want.stable),
+            bake: window(&want.bake),
+            profile: None,
+        }
+    }
+
+    /// Records one round of scrapes of a ModelDeployment's `revision`.
+    pub fn record_round(
+        &self,
+        uid: &str,
+        revision: &str,
+        present: &[&str],
+        answers: Vec<(String, Report)>,
+        unanswered: usize,
+    ) -> Vec<Recorded> {
+        let Ok(mut models) = self.models.lock() else {
+            return Vec::new();
+        };
+        let model = models.entry(uid.to_string()).or_default();
+        let window = model.revisions.entry(revision.to_string()).or_default();
+        let answered = answers.len();
+        let outcomes = answers
+            .into_iter()
+            .map(|(pod, report)| window.record(&pod, report))
+            .collect();
+        window.end_round(present, answered, unanswered);
+        outcomes
+    }
+
+    /// Forgets revisions of `uid` not in `keep`, and ModelDeployments not in `alive`.
+    fn prune(&self, uid: &str, keep: &[&str]) {
+        if let Ok(mut models) = self.models.lock()
+            && let Some(m) = models.get_mut(uid)
+        {
+            m.revisions.retain(|r, _| keep.contains(&r.as_str()));
+        }
+    }
+
+    fn forget_except(&self, alive: &[String]) {
+        if let Ok(mut models) = self.models.lock() {
+            models.retain(|uid, _| alive.contains(uid));
+        }
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.retain(|uid, _| alive.contains(uid));
+        }
+    }
+
+    fn due(&self, uid: &str, every: Duration, now: Instant) -> bool {
+        self.models
+            .lock()
+            .ok()
+            .and_then(|m| m.get(uid).and_then(|m| m.last_round))
+            .is_none_or(|last| now.duration_since(last) >= every)
+    }
+
+    fn mark(&self, uid: &str, now: Instant) {
+        if let Ok(mut models) = self.models.lock() {
+            models.entry(uid.to_string()).or_default().last_round = Some(now);
+        }
+    }
+
+    fn token(&self, uid: &str) -> Option<String> {
+        self.tokens.lock().ok()?.get(uid).cloned()
+    }
+}
+
+/// How the scrape loop runs.
+#[derive(Clone, Debug)]
+pub struct CollectSettings {
+    /// Scrapes in flight at once, over all ModelDeployments.
+    pub concurrency: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// How often the loop looks for ModelDeployments whose scrape is due.
+    pub tick: Duration,
+    /// The monitors' admin port.
+    pub admin_port: u16,
+}
+
+impl Default for CollectSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            timeout: Duration::from_secs(2),
+            tick: Duration::from_secs(1),
+            admin_port: ADMIN_PORT as u16,
+        }
+    }
+}
+
+/// What the scrape loop needs from the operator.
+pub struct CollectLoop {
+    /// Shared with the reconciles.
+    pub collector: Arc<Collector>,
+    /// The ModelDeployments.
+    pub models: Store<DeserializeGuard<ModelDeployment>>,
+    /// The pods of every revision (slimmed by [`slim_pod`]).
+    pub pods: Store<Pod>,
+    /// To read the monitor token Secrets.
+    pub client: Client,
+    /// Only the leader scrapes.
+    pub gate: WriteGate,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Where to ask for a reconcile after a round.
+    pub trigger: mpsc::Sender<ObjectRef<DeserializeGuard<ModelDeployment>>>,
+    /// Settings.
+    pub settings: CollectSettings,
+}
+
+impl CollectLoop {
+    /// Runs until the trigger's receiver (the controller) is gone.
+    pub async fn run(self) {
+        let scraper = Scraper::new(self.settings.timeout);
+        let mut ticker = tokio::time::interval(self.settings.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if self.trigger.is_closed() {
+                return;
+            }
+            if !self.gate.is_open() {
+                continue;
+            }
+            self.round(&scraper).await;
+        }
+    }
+
+    /// One pass: every ModelDeployment whose scrape is due gets one round.
+    pub async fn round(&self, scraper: &Scraper) {
+        self.round_at(scraper, Instant::now()).await
+    }
+
+    /// [`round`](Self::round) as if the time were `now` (tests move time by hand).
+    pub async fn round_at(&self, scraper: &Scraper, now: Instant) {
+        let models = self.models.state();
+        let alive: Vec<String> = models
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok().and_then(|m| m.uid()))
+            .collect();
+        self.collector.forget_except(&alive);
+        let pods = self.pods.state();
+        let mut jobs = Vec::new();
+        let mut due_models = Vec::new();
+        for guard in &models {
+            let Ok(md) = &guard.0 else { continue };
+            let (Some(uid), Some(status)) = (md.uid(), md.status.as_ref()) else {
+                continue;
+            };
+            let want = wanted(status);
+            if want.is_empty() {
+                self.collector.prune(&uid, &[]);
+                continue;
+            }
+            let every = md
+                .spec
+                .monitoring
+                .scrape_interval
+                .parse()
+                .unwrap_or(Duration::from_secs(30));
+            if !self.collector.due(&uid, every, now) {
+                continue;
+            }
+            self.collector.mark(&uid, now);
+            let revisions = want.revisions();
+            self.collector.prune(&uid, &revisions);
+            let found = targets(md, &revisions, pods.iter().map(|p| p.as_ref()));
+            let token = match self.token_of(md, &uid).await {
+                Some(t) => t,
+                None => continue,
+            };
+            for revision in &revisions {
+                let of_revision: Vec<PodTarget> = found
+                    .iter()
+                    .filter(|t| t.revision == *revision)
+                    .cloned()
+                    .collect();
+                jobs.push((
+                    uid.clone(),
+                    revision.to_string(),
+                    of_revision,
+                    token.clone(),
+                ));
+            }
+            due_models.push(ObjectRef::from_obj(guard.as_ref()));
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        // Every pod of every due revision, with bounded concurrency over all of them.
+        let requests: Vec<(usize, PodTarget, String)> = jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(job, (_, _, pods, token))| {
+                pods.iter().map(move |p| (job, p.clone(), token.clone()))
+            })
+            .collect();
+        let port = self.settings.admin_port;
+        let results: Vec<(usize, String, Result<Report, ScrapeFailure>)> =
+            futures::stream::iter(requests)
+                .map(|(job, pod, token)| {
+                    let scraper = scraper.clone();
+                    async move {
+                        let r = scraper.fetch(pod.ip, port, &token).await;
+                        (job, pod.name, r)
+                    }
+                })
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+        let mut per_job: Vec<(Vec<(String, Report)>, usize)> =
+            jobs.iter().map(|_| (Vec::new(), 0)).collect();
+        let mut stale_token = Vec::new();
+        for (job, pod, result) in results {
+            let Some(slot) = per_job.get_mut(job) else {
+                continue;
+            };
+            match result {
+                Ok(report) => {
+                    self.metrics.scraped("ok");
+                    slot.0.push((pod, report));
+                }
+                Err(failure) => {
+                    self.metrics.scraped(failure.as_str());
+                    debug!(pod, failure = failure.as_str(), "monitor did not answer");
+                    if failure == ScrapeFailure::Unauthorized {
+                        stale_token.push(job);
+                    }
+                    slot.1 += 1;
+                }
+            }
+        }
+        for (job, (uid, revision, pods, _)) in jobs.iter().enumerate() {
+            let present: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+            let (answers, unanswered) = per_job
+                .get_mut(job)
+                .map(|s| (std::mem::take(&mut s.0), s.1))
+                .unwrap_or_default();
+            for outcome in self
+                .collector
+                .record_round(uid, revision, &present, answers, unanswered)
+            {
+                match outcome {
+                    Recorded::Restarted => self.metrics.scraped("restarted"),
+                    Recorded::Rejected(why) => {
+                        warn!(revision, why, "report not combinable with the window")
+                    }
+                    Recorded::New | Recorded::Updated => {}
+                }
+            }
+            if stale_token.contains(&job)
+                && let Ok(mut tokens) = self.collector.tokens.lock()
+            {
+                // Read the Secret again next round: it may have been recreated.
+                tokens.remove(uid);
+            }
+        }
+        for r in due_models {
+            if self.trigger.send(r).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn token_of(&self, md: &ModelDeployment, uid: &str) -> Option<String> {
+        if let Some(t) = self.collector.token(uid) {
+            return Some(t);
+        }
+        let api: Api<Secret> =
+            Api::namespaced(self.client.clone(), &md.namespace().unwrap_or_default());
+        let name = crate::naming::monitor_token(&md.name_any());
+        match api.get_opt(&name).await {
+            Ok(Some(secret)) => {
+                let token = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(TOKEN_KEY))
+                    .and_then(|b| String::from_utf8(b.0.clone()).ok())?;
+                if let Ok(mut tokens) = self.collector.tokens.lock() {
+                    tokens.insert(uid.to_string(), token.clone());
+                }
+                Some(token)
+            }
+            Ok(None) => {
+                warn!(
+                    secret = name,
+                    "monitor token Secret missing; the reconcile recreates it"
+                );
+                None
+            }
+            Err(e) => {
+                warn!(secret = name, error = %e, "cannot read the monitor token");
+                None
+            }
+        }
+    }
+}
