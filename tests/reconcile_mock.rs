@@ -114,6 +114,8 @@ fn mock_client(md: &ModelDeployment, script: Script) -> (Client, Log) {
 
 struct Harness {
     ctx: Arc<Context>,
+    /// Seconds after `at(0)` the reconcile's clock reads.
+    now: Arc<std::sync::atomic::AtomicI64>,
     deployments: Writer<Deployment>,
     services: Writer<Service>,
     autoscalers: Writer<HorizontalPodAutoscaler>,
@@ -146,7 +148,10 @@ fn harness(client: Client, gate: WriteGate) -> Harness {
         services: services_r,
         autoscalers: autoscalers_r,
     };
-    let clock: controller::Clock = Arc::new(|| at(0));
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let read = now.clone();
+    let clock: controller::Clock =
+        Arc::new(move || at(read.load(std::sync::atomic::Ordering::SeqCst)));
     let ctx = Arc::new(Context::new(
         client,
         recorder,
@@ -157,6 +162,7 @@ fn harness(client: Client, gate: WriteGate) -> Harness {
     ));
     Harness {
         ctx,
+        now,
         deployments,
         services,
         autoscalers,
@@ -589,4 +595,294 @@ async fn a_stale_cache_does_not_repeat_notices() {
             .any(|s| s.body["reason"] == json!("RolloutStarted")),
         "{seen:#?}"
     );
+}
+
+/// A report of `ok` 200s and `errors` 500s through a real recorder (one monitor instance).
+fn report(instance: &str, ok: usize, errors: usize) -> drover::monitor::report::Report {
+    use drover::monitor::recorder::{Exchange, Recorder};
+    let r = Recorder::new(None, "1", instance.into(), "t".into());
+    let req = json!({"x": 1});
+    let resp = json!({"prediction": 0, "probability": 0.9});
+    for i in 0..ok + errors {
+        r.record(Exchange {
+            status: if i < errors { 500 } else { 200 },
+            latency: Duration::from_millis(20),
+            request: Some(Ok(&req)),
+            response: Some(Ok(&resp)),
+            terminating: false,
+        });
+    }
+    r.report()
+}
+
+fn similar_status(
+    a: &Option<drover::api::ModelDeploymentStatus>,
+    b: &Option<drover::api::ModelDeploymentStatus>,
+) -> String {
+    format!("{a:#?}\n----\n{b:#?}")
+}
+
+/// The stores catch up with `writes`, every Deployment ready at the size it was given.
+fn land(h: &mut Harness, writes: &[Seen]) {
+    for w in writes {
+        let mut body = w.body.clone();
+        body["metadata"]["namespace"] = json!("ml");
+        if w.path.contains("/services/") {
+            let s: Service = serde_json::from_value(body).unwrap();
+            h.services.apply_watcher_event(&watcher::Event::Apply(s));
+        } else if w.path.contains("/horizontalpodautoscalers/") {
+            let a: HorizontalPodAutoscaler = serde_json::from_value(body).unwrap();
+            h.autoscalers.apply_watcher_event(&watcher::Event::Apply(a));
+        } else if w.path.contains("/deployments/") {
+            let name = w.path.rsplit('/').next().unwrap().to_string();
+            let existing = h
+                .ctx
+                .stores
+                .deployments
+                .state()
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(name.as_str()))
+                .map(|d| d.as_ref().clone());
+            let replicas = body["spec"]["replicas"].as_i64().map(|r| r as i32);
+            let d = if w.field_manager().as_deref() == Some("drover-scale") {
+                let Some(d) = existing else { continue };
+                d
+            } else {
+                serde_json::from_value(body).unwrap()
+            };
+            let n = replicas.or(existing_replicas(h, &name)).unwrap_or(1);
+            h.deployments
+                .apply_watcher_event(&watcher::Event::Apply(ready(d, n)));
+        }
+    }
+}
+
+fn existing_replicas(h: &Harness, name: &str) -> Option<i32> {
+    h.ctx
+        .stores
+        .deployments
+        .state()
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some(name))
+        .and_then(|d| d.spec.as_ref().and_then(|s| s.replicas))
+}
+
+/// Reasons of the rollout Events posted (not the per-child Created/Updated ones).
+fn event_reasons(log: &Log) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.is_event() && s.method == "POST")
+        .filter_map(|s| s.body["reason"].as_str().map(str::to_string))
+        .filter(|r| !["Created", "Updated", "Deleted"].contains(&r.as_str()))
+        .collect()
+}
+
+fn set_clock(h: &Harness, secs: i64) {
+    h.now.store(secs, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Takes the status the reconcile wrote, and forgets the requests seen so far.
+fn take_writes(log: &Log, md: &mut ModelDeployment) -> Vec<Seen> {
+    let w = writes(log);
+    if let Some(status) = w.iter().rev().find(|s| s.path.ends_with("/status")) {
+        md.status = Some(serde_json::from_value(status.body["status"].clone()).unwrap());
+    }
+    log.lock().unwrap().clear();
+    w
+}
+
+fn summary(w: &[Seen]) -> Vec<String> {
+    w.iter()
+        .map(|s| {
+            let kind = s.path.rsplit('/').nth(1).unwrap_or_default().to_string();
+            let name = s.path.rsplit('/').next().unwrap_or_default().to_string();
+            format!(
+                "{} {kind}/{name} {}",
+                s.method,
+                s.field_manager().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn canary_writes_at_start_step_promotion_and_rollback_under_an_hpa() {
+    let mut md = model(
+        "  autoscaling: {minReplicas: 2, maxReplicas: 10}\n  rollout: {steps: [50], interval: 1m, bakeTime: 5m}\n",
+    );
+    let old = revision_of(&md.spec);
+    let (client, log) = mock_client(&md, Script::default());
+    let mut h = harness(client, WriteGate::always_open());
+    settle(&mut h, &mut md, 4);
+    log.lock().unwrap().clear();
+    md.spec.model.version = "2.0.0".into();
+    md.spec.model.image = "registry.example.com/fraud:2.0.0".into();
+    md.metadata.generation = Some(4);
+    let new = revision_of(&md.spec);
+    let uid = "6f1c-uid";
+
+    // Canary start: traffic split over every pod of the model, the canary sized from stable's
+    // four replicas under the scale manager, the HPA left on stable.
+    set_clock(&h, 100);
+    reconcile(&h, &md).await.unwrap();
+    let w = take_writes(&log, &mut md);
+    land(&mut h, &w);
+    assert_eq!(
+        summary(&w),
+        vec![
+            "PATCH services/fraud drover".to_string(),
+            format!("PATCH deployments/fraud-{new} drover"),
+            format!("PATCH deployments/fraud-{new} drover-scale"),
+            "PATCH fraud/status drover".to_string(),
+        ]
+    );
+    let selector = &w[0].body["spec"]["selector"];
+    assert_eq!(selector["drover.dev/model"], "fraud");
+    assert!(selector.get("drover.dev/revision").is_none(), "{selector}");
+    assert_eq!(
+        w[0].body["metadata"]["annotations"]["drover.dev/stable-revision"],
+        json!(old)
+    );
+    assert!(
+        w[1].body["spec"].get("replicas").is_none(),
+        "never replicas under an HPA"
+    );
+    assert_eq!(w[2].body["spec"]["replicas"], json!(4));
+    let rollout = &md.status.as_ref().unwrap().rollout.as_ref().unwrap();
+    assert_eq!(
+        (
+            rollout.phase,
+            rollout.requested_weight,
+            rollout.actual_weight
+        ),
+        (drover::api::RolloutPhase::Progressing, 50, 50)
+    );
+
+    // The canary's pods are ready (land() made them so): the step's window opens; the
+    // monitors have served before.
+    set_clock(&h, 110);
+    reconcile(&h, &md).await.unwrap();
+    let w = take_writes(&log, &mut md);
+    assert_eq!(summary(&w), vec!["PATCH fraud/status drover".to_string()]);
+    let status = md.status.clone().unwrap();
+    assert!(status.rollout.as_ref().unwrap().step_started_at.is_some());
+    h.ctx.collector.record_round(
+        uid,
+        &new,
+        &["c"],
+        vec![("c".into(), report("c1", 10, 0))],
+        0,
+    );
+    h.ctx.collector.record_round(
+        uid,
+        &old,
+        &["s"],
+        vec![("s".into(), report("s1", 30, 0))],
+        0,
+    );
+    set_clock(&h, 115);
+    let before = md.status.clone();
+    reconcile(&h, &md).await.unwrap();
+    let w = take_writes(&log, &mut md);
+    assert!(
+        w.is_empty(),
+        "the window opened, nothing judged yet: {:?}\n{}",
+        summary(&w),
+        similar_status(&before, &md.status)
+    );
+
+    // A good step: promotion. The new revision is already at stable's count, so the Service
+    // and the HPA move to it at once; the previous revision stays warm (no write to it).
+    h.ctx.collector.record_round(
+        uid,
+        &new,
+        &["c"],
+        vec![("c".into(), report("c1", 2010, 0))],
+        0,
+    );
+    h.ctx.collector.record_round(
+        uid,
+        &old,
+        &["s"],
+        vec![("s".into(), report("s1", 6030, 0))],
+        0,
+    );
+    set_clock(&h, 171);
+    reconcile(&h, &md).await.unwrap();
+    assert_eq!(event_reasons(&log), vec!["CanaryPromoted"]);
+    let w = take_writes(&log, &mut md);
+    land(&mut h, &w);
+    assert_eq!(
+        summary(&w),
+        vec![
+            "PATCH services/fraud drover".to_string(),
+            "PATCH horizontalpodautoscalers/fraud drover".to_string(),
+            "PATCH fraud/status drover".to_string(),
+        ]
+    );
+    assert_eq!(
+        w[0].body["spec"]["selector"]["drover.dev/revision"],
+        json!(new)
+    );
+    assert_eq!(
+        w[1].body["spec"]["scaleTargetRef"]["name"],
+        json!(format!("fraud-{new}"))
+    );
+    let status = md.status.clone().unwrap();
+    assert_eq!(
+        status.rollout.as_ref().unwrap().phase,
+        drover::api::RolloutPhase::Baking
+    );
+    assert_eq!(status.stable.as_ref().unwrap().hash, new);
+    assert_eq!(status.history[0].outcome, "Promoted");
+
+    // A breach in the bake window (10% errors): traffic goes back first, then the HPA, then
+    // the promoted revision goes to zero through the scale manager.
+    h.ctx.collector.record_round(
+        uid,
+        &new,
+        &["c"],
+        vec![("c".into(), report("c1", 2010, 0))],
+        0,
+    );
+    set_clock(&h, 180);
+    reconcile(&h, &md).await.unwrap();
+    assert!(
+        summary(&take_writes(&log, &mut md)).is_empty(),
+        "baking quietly"
+    );
+    h.ctx.collector.record_round(
+        uid,
+        &new,
+        &["c"],
+        vec![("c".into(), report("c1", 2550, 60))],
+        0,
+    );
+    set_clock(&h, 210);
+    reconcile(&h, &md).await.unwrap();
+    assert_eq!(event_reasons(&log), vec!["BakeRolledBack"]);
+    let w = take_writes(&log, &mut md);
+    assert_eq!(
+        summary(&w),
+        vec![
+            "PATCH services/fraud drover".to_string(),
+            "PATCH horizontalpodautoscalers/fraud drover".to_string(),
+            format!("PATCH deployments/fraud-{new} drover-scale"),
+            "PATCH fraud/status drover".to_string(),
+        ]
+    );
+    assert_eq!(
+        w[0].body["spec"]["selector"]["drover.dev/revision"],
+        json!(old)
+    );
+    assert_eq!(
+        w[1].body["spec"]["scaleTargetRef"]["name"],
+        json!(format!("fraud-{old}"))
+    );
+    assert_eq!(w[2].body["spec"]["replicas"], json!(0));
+    let status = md.status.clone().unwrap();
+    assert_eq!(status.phase, Some(drover::api::Phase::RolledBack));
+    assert_eq!(status.stable.as_ref().unwrap().hash, old);
+    assert_eq!(status.history[0].outcome, "RolledBack");
 }
