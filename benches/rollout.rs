@@ -89,6 +89,7 @@ fn rollout(c: &mut Criterion) {
                 evidence,
                 bake_window: None,
                 stable_replicas: 10,
+                split: Default::default(),
                 controls: &controls,
                 now,
             };

@@ -53,6 +53,11 @@ pub fn autoscaler(model: &str) -> String {
     model.to_string()
 }
 
+/// NetworkPolicy over the model's pods.
+pub fn network_policy(model: &str) -> String {
+    model.to_string()
+}
+
 /// Every name derived from a ModelDeployment name, longest suffix first; used to prove that
 /// `MAX_NAME_LENGTH` keeps each one a valid DNS label.
 pub fn derived_names(model: &str) -> Vec<String> {

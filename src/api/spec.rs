@@ -12,6 +12,7 @@ use k8s_openapi::api::batch::v1::JobTemplateSpec;
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -80,10 +81,55 @@ pub struct ModelDeploymentSpec {
     /// What Drover does when the served model drifts.
     #[serde(default)]
     pub remediation: RemediationSpec,
+
+    /// The NetworkPolicy Drover keeps for the serving pods.
+    #[serde(default, skip_serializing_if = "NetworkPolicySpec::is_default")]
+    pub network_policy: NetworkPolicySpec,
 }
 
 fn default_replicas() -> i32 {
     1
+}
+
+/// The NetworkPolicy `<name>` over the model's pods: clients reach the serving port (the
+/// monitor), the operator (and `adminFrom`) the monitor's admin port, and nobody the model's own
+/// port — the monitor reaches it over the pod's loopback, which no policy governs. Policies
+/// add up, so this keeps a default-deny namespace working.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Keep the NetworkPolicy (default true); false deletes it.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may call the serving port; everyone when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub serving_from: Vec<NetworkPolicyPeer>,
+    /// Who besides the operator may reach the admin port (e.g. Prometheus for `/metrics`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub admin_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            serving_from: Vec::new(),
+            admin_from: Vec::new(),
+        }
+    }
+}
+
+impl NetworkPolicySpec {
+    /// Whether every field has its default (left out when serialising).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The model container: any HTTP model server.

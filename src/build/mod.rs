@@ -3,6 +3,7 @@
 
 pub mod autoscaler;
 pub mod deployment;
+pub mod network_policy;
 pub mod secret;
 pub mod service;
 

@@ -84,11 +84,12 @@ impl Planner<'_> {
                 .unwrap_or_default(),
         };
         let state = old.rollout.as_ref();
+        let split = weights::Split::from(spec.rollout.traffic.mode);
         // The canary counts as up only at the size the current step asks for.
         let canary_available = state
             .filter(|s| s.revision == target)
             .filter(|s| matches!(s.phase, RolloutPhase::Progressing | RolloutPhase::Paused))
-            .map(|s| weights::canary_replicas(stable_replicas, s.requested_weight))
+            .map(|s| split.canary_replicas(stable_replicas, s.requested_weight))
             .zip(self.observed_revision(target))
             .is_some_and(|(want, o)| o.replicas == Some(want) && o.complete);
         let controls = Controls::from_annotations(md.annotations());
@@ -111,6 +112,7 @@ impl Planner<'_> {
             },
             bake_window: evidence.bake.as_ref(),
             stable_replicas,
+            split,
             controls: &controls,
             now: self.now,
         };

@@ -149,6 +149,8 @@ pub struct Tick<'a> {
     pub bake_window: Option<&'a Report>,
     /// Stable's current replicas (the HPA's choice, or `spec.replicas`).
     pub stable_replicas: i32,
+    /// How traffic is split (sizes the canary, gives the actual weight).
+    pub split: weights::Split,
     /// Control tokens present.
     pub controls: &'a Controls,
     /// Now.
@@ -449,7 +451,9 @@ pub fn tick(t: &Tick<'_>) -> Decision {
             }
             None => {
                 // A deliberate pause holds the deadline too: a person decided to wait.
-                let replicas = weights::canary_replicas(t.stable_replicas, state.requested_weight);
+                let replicas = t
+                    .split
+                    .canary_replicas(t.stable_replicas, state.requested_weight);
                 return hold(stable, state, replicas, out);
             }
         }
@@ -470,8 +474,12 @@ pub fn tick(t: &Tick<'_>) -> Decision {
         return roll_back(t, stable, state, reason::DEADLINE, why, out);
     }
 
-    let replicas = weights::canary_replicas(t.stable_replicas, state.requested_weight);
-    state.actual_weight = weights::actual_weight(t.stable_replicas, replicas);
+    let replicas = t
+        .split
+        .canary_replicas(t.stable_replicas, state.requested_weight);
+    state.actual_weight =
+        t.split
+            .actual_weight(t.stable_replicas, replicas, state.requested_weight);
     if !t.canary_available {
         state.step_started_at = None;
         state.reason = format!("waiting for the canary's {replicas} replica(s)");
@@ -550,8 +558,12 @@ pub fn tick(t: &Tick<'_>) -> Decision {
                 state.requested_weight
             );
             out.say(false, reason::STEP_PASSED, state.reason.clone());
-            let replicas = weights::canary_replicas(t.stable_replicas, state.requested_weight);
-            state.actual_weight = weights::actual_weight(t.stable_replicas, replicas);
+            let replicas = t
+                .split
+                .canary_replicas(t.stable_replicas, state.requested_weight);
+            state.actual_weight =
+                t.split
+                    .actual_weight(t.stable_replicas, replicas, state.requested_weight);
             hold(stable, state, replicas, out)
         }
         Verdict::Inconclusive | Verdict::Frozen => {

@@ -122,6 +122,7 @@ impl World {
             },
             bake_window,
             stable_replicas: 10,
+            split: Default::default(),
             controls: &self.controls,
             now: at(self.now),
         };

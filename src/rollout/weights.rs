@@ -5,6 +5,56 @@
 //! reported next to the requested one (with few replicas it can be far off — 1 canary beside
 //! 2 stable is 33%, whatever was asked).
 
+/// How the canary's share of traffic is made, which decides how it is sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Split {
+    /// By replica counts behind one Service: the share is the canary's share of ready pods.
+    #[default]
+    Replicas,
+    /// By weights on a route (Gateway API): the share is exact; the canary only needs the
+    /// capacity for it.
+    Weighted,
+}
+
+impl From<crate::api::TrafficMode> for Split {
+    fn from(mode: crate::api::TrafficMode) -> Self {
+        match mode {
+            crate::api::TrafficMode::Replicas => Split::Replicas,
+            crate::api::TrafficMode::GatewayApi => Split::Weighted,
+        }
+    }
+}
+
+impl Split {
+    /// Canary replicas for `weight` percent beside `stable` replicas.
+    pub fn canary_replicas(self, stable: i32, weight: i32) -> i32 {
+        match self {
+            Split::Replicas => canary_replicas(stable, weight),
+            Split::Weighted => weighted_canary_replicas(stable, weight),
+        }
+    }
+
+    /// The share the canary actually gets with `canary` replicas when `requested` was asked.
+    pub fn actual_weight(self, stable: i32, canary: i32, requested: i32) -> i32 {
+        match self {
+            Split::Replicas => actual_weight(stable, canary),
+            Split::Weighted if canary > 0 => requested.clamp(0, 100),
+            Split::Weighted => 0,
+        }
+    }
+}
+
+/// Under weighted routing: capacity for `weight` percent of what `stable` replicas serve,
+/// ⌈S·w/100⌉, at least 1 for a weight > 0.
+pub fn weighted_canary_replicas(stable: i32, weight: i32) -> i32 {
+    if weight <= 0 {
+        return 0;
+    }
+    let s = i64::from(stable.max(1));
+    let w = i64::from(weight.clamp(1, 100));
+    ((s * w + 99) / 100).clamp(1, 1000) as i32
+}
+
 /// Canary replicas for `weight` percent beside `stable` replicas (at least 1 for a weight > 0).
 pub fn canary_replicas(stable: i32, weight: i32) -> i32 {
     if weight <= 0 {
@@ -53,6 +103,18 @@ mod tests {
         assert_eq!(canary_replicas(0, 10), 1);
         assert_eq!(canary_replicas(5, 0), 0);
         assert_eq!(canary_replicas(1, 99), 99);
+    }
+
+    #[test]
+    fn weighted_routing_sizes_for_capacity_and_reports_the_exact_share() {
+        assert_eq!(weighted_canary_replicas(10, 10), 1);
+        assert_eq!(weighted_canary_replicas(10, 25), 3);
+        assert_eq!(weighted_canary_replicas(10, 50), 5);
+        assert_eq!(weighted_canary_replicas(3, 1), 1);
+        assert_eq!(weighted_canary_replicas(4, 0), 0);
+        assert_eq!(Split::Weighted.actual_weight(10, 1, 10), 10);
+        assert_eq!(Split::Weighted.actual_weight(10, 0, 10), 0);
+        assert_eq!(Split::Replicas.actual_weight(10, 1, 10), 9);
     }
 
     #[test]

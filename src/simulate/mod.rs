@@ -357,6 +357,7 @@ pub fn simulate(md: &ModelDeployment, scenario: &Scenario) -> Result<Simulation,
             },
             bake_window: bake_window.as_ref(),
             stable_replicas: replicas,
+            split: md.spec.rollout.traffic.mode.into(),
             controls: &controls,
             now,
         };
