@@ -811,6 +811,7 @@ struct Children {
     deployments: Vec<Deployment>,
     service: Option<Service>,
     autoscaler: Option<HorizontalPodAutoscaler>,
+    network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
 /// Same test as the controller's (private) `is_child`.
@@ -844,7 +845,11 @@ fn observe(md: &ModelDeployment, c: &Children) -> Observed {
             .filter(|h| is_child(md, *h))
             .map(controller::observed_autoscaler),
         reference: ReferenceState::NotReferenced,
-        evidence: Default::default(),
+        network_policy: c.network_policy.as_ref().map(|p| plan::ObservedChild {
+            name: p.name_any(),
+            spec_hash: p.annotations().get("drover.dev/spec-hash").cloned(),
+        }),
+        ..Observed::default()
     }
 }
 
@@ -866,7 +871,8 @@ fn settle(md: &mut ModelDeployment, replicas: i32, now: Timestamp, seed: u64) ->
                 }
                 Action::Apply(Child::Service(s)) => c.service = Some(*s),
                 Action::Apply(Child::Autoscaler(h)) => c.autoscaler = Some(*h),
-                Action::Scale { .. } => {}
+                Action::Apply(Child::NetworkPolicy(p)) => c.network_policy = Some(*p),
+                Action::Apply(Child::Route(_)) | Action::Scale { .. } => {}
                 Action::Delete(r) => c.deployments.retain(|d| d.name_any() != r.name),
             }
         }
@@ -1225,6 +1231,8 @@ fn quiet(objects: &[(Kind, Value)], now: Timestamp) -> Result<(), String> {
             .collect(),
         service: decode(Kind::Service).find_map(|v| serde_json::from_value(v.clone()).ok()),
         autoscaler: decode(Kind::Autoscaler).find_map(|v| serde_json::from_value(v.clone()).ok()),
+        // Not served yet: the operator reads it once and applies it (counted as writes).
+        network_policy: Some(drover::build::network_policy::build(&md, "drover-system")),
     };
     let p = plan::plan(&md, &observe(&md, &c), &plan::Settings::default(), now);
     if !p.actions.is_empty() {

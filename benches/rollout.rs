@@ -90,6 +90,7 @@ fn rollout(c: &mut Criterion) {
                 bake_window: None,
                 stable_replicas: 10,
                 split: Default::default(),
+                promoted_full: true,
                 controls: &controls,
                 now,
             };

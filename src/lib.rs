@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod build;
+pub mod cli;
 pub mod collect;
 pub mod conditions;
 pub mod controller;

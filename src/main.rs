@@ -95,6 +95,9 @@ enum Command {
         #[arg(long = "watch-namespace", value_delimiter = ',')]
         watched: Vec<String>,
     },
+    // Rollout verbs against a cluster (also the kubectl plugin `kubectl drover`).
+    #[command(flatten)]
+    Rollout(drover::cli::Verb),
 }
 
 fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
@@ -254,6 +257,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 })
                 .map_err(|e| format!("{e:#}"))
         }
+        Command::Rollout(verb) => drover::cli::run(verb, "drover"),
         Command::Operator(args) => {
             init_logging(cli.log_format, &cli.log_level)?;
             let runtime =
@@ -266,7 +270,11 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if drover::cli::invoked_as_plugin(argv.first().map(|a| a.as_os_str())) {
+        return drover::cli::plugin_main(argv);
+    }
+    match run(Cli::parse_from(argv)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("drover: {message}");

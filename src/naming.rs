@@ -53,6 +53,21 @@ pub fn autoscaler(model: &str) -> String {
     model.to_string()
 }
 
+/// Service selecting the stable revision (Gateway API traffic).
+pub fn stable_service(model: &str) -> String {
+    format!("{model}-stable")
+}
+
+/// Service selecting the canary revision (Gateway API traffic).
+pub fn canary_service(model: &str) -> String {
+    format!("{model}-canary")
+}
+
+/// HTTPRoute Drover owns in Gateway API mode.
+pub fn route(model: &str) -> String {
+    model.to_string()
+}
+
 /// NetworkPolicy over the model's pods.
 pub fn network_policy(model: &str) -> String {
     model.to_string()
@@ -63,8 +78,8 @@ pub fn network_policy(model: &str) -> String {
 pub fn derived_names(model: &str) -> Vec<String> {
     vec![
         revision_deployment(model, "0123456789"),
-        format!("{model}-stable"),
-        format!("{model}-canary"),
+        stable_service(model),
+        canary_service(model),
         monitor_token(model),
         format!("{model}-retrain-{}", "29123456"),
         service(model),

@@ -26,6 +26,7 @@ use crate::controller::{self, Context, Stores};
 use crate::leader::{LeaderElector, LeaseTiming, WriteGate};
 use crate::metrics::Metrics;
 use crate::naming::MANAGED_SELECTOR;
+use crate::plan;
 
 /// Settings of `drover operator`.
 #[derive(clap::Args, Debug, Clone)]
@@ -354,7 +355,12 @@ fn scope_controller(
         rx.recv().await.map(|r| (r, rx))
     });
     let ctx = Arc::new(
-        Context::new(client, recorder, metrics, gate, stores, clock).with_collector(collector),
+        Context::new(client, recorder, metrics, gate, stores, clock)
+            .with_collector(collector)
+            .with_settings(plan::Settings {
+                operator_namespace: args.lease_namespace.clone(),
+                ..plan::Settings::default()
+            }),
     );
     let controller = Controller::for_stream(models, md_reader.clone())
         .owns_stream(deployments)

@@ -89,6 +89,20 @@ pub const RULES: &[Rule] = &[
         why: "the ready pods of each revision and their IPs: where to scrape the monitors' reports",
     },
     Rule {
+        api_group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["get", "create", "patch", "delete"],
+        scope: Scope::Watched,
+        why: "NetworkPolicy <name>: clients to the monitor, the operator to its admin port, nobody to the model port (read back once per resync, not watched)",
+    },
+    Rule {
+        api_group: "gateway.networking.k8s.io",
+        resources: &["httproutes"],
+        verbs: &["get", "create", "patch", "delete"],
+        scope: Scope::Watched,
+        why: "HTTPRoute <name> weighting <name>-stable and <name>-canary in GatewayAPI traffic mode (read to check ownership and acceptance)",
+    },
+    Rule {
         api_group: "",
         resources: &["configmaps"],
         verbs: &["get"],

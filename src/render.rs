@@ -49,9 +49,14 @@ pub fn render(md: &ModelDeployment) -> Result<String, RenderError> {
             problems: problems.join("; "),
         });
     }
+    // A first apply: nothing exists yet (an HTTPRoute neither).
+    let observed = Observed {
+        route: plan::RouteState::Absent,
+        ..Observed::default()
+    };
     let plan = plan::plan(
         &md,
-        &Observed::default(),
+        &observed,
         &plan::Settings::default(),
         Timestamp::UNIX_EPOCH,
     );
@@ -63,6 +68,8 @@ pub fn render(md: &ModelDeployment) -> Result<String, RenderError> {
                 Child::Deployment(d) => serde_saphyr::to_string(&d),
                 Child::Service(s) => serde_saphyr::to_string(&s),
                 Child::Autoscaler(h) => serde_saphyr::to_string(&h),
+                Child::NetworkPolicy(p) => serde_saphyr::to_string(&p),
+                Child::Route(r) => serde_saphyr::to_string(&r),
             };
             out.push_str(&yaml.map_err(|e| RenderError::Yaml(e.to_string()))?);
         }

@@ -49,6 +49,8 @@ impl Seen {
 struct Script {
     /// Answer PATCHes of paths containing this with a 500.
     fail_patch_containing: Option<&'static str>,
+    /// The NetworkPolicy does not exist (GET answers 404).
+    no_policy: bool,
 }
 
 type Log = Arc<Mutex<Vec<Seen>>>;
@@ -58,6 +60,8 @@ fn mock_client(md: &ModelDeployment, script: Script) -> (Client, Log) {
     let log: Log = Arc::default();
     let seen = log.clone();
     let md_json = serde_json::to_value(md).unwrap();
+    let policy_json =
+        serde_json::to_value(build::network_policy::build(md, "drover-system")).unwrap();
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
             let (parts, body) = request.into_parts();
@@ -81,6 +85,16 @@ fn mock_client(md: &ModelDeployment, script: Script) -> (Client, Log) {
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd is sad", "reason": "InternalError", "code": 500}),
+                )
+            } else if entry.method == "GET"
+                && entry.path.contains("/networkpolicies/")
+                && !script.no_policy
+            {
+                (StatusCode::OK, policy_json.clone())
+            } else if entry.method == "GET" && entry.path.contains("/networkpolicies/") {
+                (
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found", "details": {"name": "fraud", "group": "networking.k8s.io", "kind": "networkpolicies"}}),
                 )
             } else if entry.method == "GET" && entry.path.contains("/secrets/") {
                 (
@@ -215,7 +229,9 @@ fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
                 Action::Apply(Child::Autoscaler(a)) => h
                     .autoscalers
                     .apply_watcher_event(&watcher::Event::Apply(a.as_ref().clone())),
-                Action::Scale { .. } | Action::Delete(_) => {}
+                Action::Apply(Child::NetworkPolicy(_) | Child::Route(_))
+                | Action::Scale { .. }
+                | Action::Delete(_) => {}
             }
         }
         md.status = Some(p.status.clone());
@@ -244,6 +260,17 @@ fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
                 .map(|a| controller::observed_autoscaler(a)),
             reference: plan::ReferenceState::NotReferenced,
             evidence: plan::ObservedEvidence::default(),
+            // What the mock API answers for the NetworkPolicy: the one the planner builds.
+            network_policy: Some(plan::ObservedChild {
+                name: "fraud".into(),
+                spec_hash: Child::NetworkPolicy(Box::new(build::network_policy::build(
+                    md,
+                    "drover-system",
+                )))
+                .spec_hash()
+                .map(str::to_string),
+            }),
+            ..Observed::default()
         };
     }
 }
@@ -390,6 +417,19 @@ async fn an_unchanged_object_makes_no_writes_at_all() {
     let (client, log) = mock_client(&md, Script::default());
     let mut h = harness(client, WriteGate::always_open());
     settle(&mut h, &mut md, 2);
+    // A fresh operator reads the (unwatched) NetworkPolicy once, and writes nothing.
+    reconcile(&h, &md).await.unwrap();
+    let seen: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    assert_eq!(
+        seen,
+        vec!["GET /apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/fraud"]
+    );
+    log.lock().unwrap().clear();
     reconcile(&h, &md).await.unwrap();
     let seen = log.lock().unwrap().clone();
     assert!(seen.is_empty(), "expected no request, got {seen:#?}");
@@ -483,6 +523,7 @@ async fn an_api_error_publishes_an_event_and_backs_off() {
         &md,
         Script {
             fail_patch_containing: Some("/deployments/"),
+            ..Script::default()
         },
     );
     let h = harness(client, WriteGate::always_open());
@@ -885,4 +926,49 @@ async fn canary_writes_at_start_step_promotion_and_rollback_under_an_hpa() {
     assert_eq!(status.phase, Some(drover::api::Phase::RolledBack));
     assert_eq!(status.stable.as_ref().unwrap().hash, old);
     assert_eq!(status.history[0].outcome, "RolledBack");
+}
+
+#[tokio::test]
+async fn a_missing_network_policy_is_applied_once_and_removed_when_disabled() {
+    let mut md = model("");
+    let (client, log) = mock_client(
+        &md,
+        Script {
+            no_policy: true,
+            ..Script::default()
+        },
+    );
+    let mut h = harness(client, WriteGate::always_open());
+    settle(&mut h, &mut md, 1);
+    reconcile(&h, &md).await.unwrap();
+    let w = writes(&log);
+    assert_eq!(
+        summary(&w),
+        vec!["PATCH networkpolicies/fraud drover".to_string()]
+    );
+    let body = &w[0].body;
+    assert_eq!(body["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(body["kind"], "NetworkPolicy");
+    assert_eq!(
+        body["spec"]["podSelector"]["matchLabels"]["drover.dev/model"],
+        "fraud"
+    );
+    assert_eq!(body["spec"]["ingress"][0]["ports"][0]["port"], json!(8000));
+    assert_eq!(body["spec"]["ingress"][1]["ports"][0]["port"], json!(9090));
+    assert_eq!(
+        body["metadata"]["ownerReferences"][0]["blockOwnerDeletion"],
+        json!(true)
+    );
+    // Applied: the next reconciles neither read nor write it.
+    log.lock().unwrap().clear();
+    reconcile(&h, &md).await.unwrap();
+    assert!(log.lock().unwrap().is_empty());
+
+    md.spec.network_policy.enabled = false;
+    reconcile(&h, &md).await.unwrap();
+    let w = writes(&log);
+    assert_eq!(
+        summary(&w),
+        vec!["DELETE networkpolicies/fraud ".to_string()]
+    );
 }

@@ -4,12 +4,14 @@
 pub mod autoscaler;
 pub mod deployment;
 pub mod network_policy;
+pub mod route;
 pub mod secret;
 pub mod service;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -27,6 +29,10 @@ pub enum Child {
     Service(Box<Service>),
     /// The HorizontalPodAutoscaler of the serving revision.
     Autoscaler(Box<HorizontalPodAutoscaler>),
+    /// The NetworkPolicy over the model's pods.
+    NetworkPolicy(Box<NetworkPolicy>),
+    /// The HTTPRoute of Gateway API traffic.
+    Route(Box<route::HttpRoute>),
 }
 
 /// The kinds of child Drover manages; bounded, so usable as a metric label.
@@ -38,6 +44,10 @@ pub enum ChildKind {
     Service,
     /// autoscaling/v2 HorizontalPodAutoscaler.
     Autoscaler,
+    /// networking.k8s.io/v1 NetworkPolicy.
+    NetworkPolicy,
+    /// gateway.networking.k8s.io/v1 HTTPRoute.
+    Route,
 }
 
 impl ChildKind {
@@ -47,6 +57,8 @@ impl ChildKind {
             ChildKind::Deployment => "Deployment",
             ChildKind::Service => "Service",
             ChildKind::Autoscaler => "HorizontalPodAutoscaler",
+            ChildKind::NetworkPolicy => "NetworkPolicy",
+            ChildKind::Route => "HTTPRoute",
         }
     }
 }
@@ -67,6 +79,8 @@ impl Child {
             Child::Deployment(d) => (ChildKind::Deployment, &d.metadata),
             Child::Service(s) => (ChildKind::Service, &s.metadata),
             Child::Autoscaler(h) => (ChildKind::Autoscaler, &h.metadata),
+            Child::NetworkPolicy(p) => (ChildKind::NetworkPolicy, &p.metadata),
+            Child::Route(r) => (ChildKind::Route, &r.metadata),
         };
         ChildRef {
             kind,
@@ -80,6 +94,8 @@ impl Child {
             Child::Deployment(d) => &d.metadata,
             Child::Service(s) => &s.metadata,
             Child::Autoscaler(h) => &h.metadata,
+            Child::NetworkPolicy(p) => &p.metadata,
+            Child::Route(r) => &r.metadata,
         };
         meta.annotations
             .as_ref()

@@ -45,6 +45,12 @@ impl Selection<'_> {
 
 /// Builds Service `<name>` sending traffic to the pods `selection` picks.
 pub fn build(md: &ModelDeployment, selection: Selection<'_>) -> Service {
+    build_named(md, naming::service(&md.name_any()), selection)
+}
+
+/// Builds a Service called `service` sending traffic to the pods `selection` picks (the
+/// Gateway API backends `<name>-stable` and `<name>-canary`).
+pub fn build_named(md: &ModelDeployment, service: String, selection: Selection<'_>) -> Service {
     let name = md.name_any();
     let selector = match selection {
         Selection::Revision(revision) => naming::revision_selector(&name, revision),
@@ -52,7 +58,7 @@ pub fn build(md: &ModelDeployment, selection: Selection<'_>) -> Service {
             BTreeMap::from([(naming::LABEL_MODEL.to_string(), name.clone())])
         }
     };
-    let mut metadata = child_meta(md, naming::service(&name));
+    let mut metadata = child_meta(md, service);
     metadata
         .annotations
         .get_or_insert_with(BTreeMap::new)

@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
@@ -101,6 +102,9 @@ pub struct Context {
     written: Mutex<HashMap<String, ModelDeploymentStatus>>,
     /// ModelDeployments (by uid) whose monitor token Secret is known to exist, and since when.
     tokens: Mutex<HashMap<String, std::time::Instant>>,
+    /// The NetworkPolicy spec hash last seen or applied, by ModelDeployment uid, and when: read
+    /// back from the API at most once per resync instead of watched.
+    policies: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
 }
 
 impl Context {
@@ -125,6 +129,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            policies: Mutex::new(HashMap::new()),
         }
     }
 
@@ -309,6 +314,9 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
             Action::Apply(child) => {
                 writer.apply(child).await?;
                 let r = child.reference();
+                if r.kind == ChildKind::NetworkPolicy {
+                    remember_policy(ctx, &uid, child.spec_hash().map(str::to_string));
+                }
                 let existed = exists(&observed, &r);
                 let reason = if existed { "Updated" } else { "Created" };
                 info!(model = %md.name_any(), kind = r.kind.as_str(), name = %r.name, reason, "applied child");
@@ -331,6 +339,9 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
             }
             Action::Delete(r) => {
                 writer.delete(r).await?;
+                if r.kind == ChildKind::NetworkPolicy {
+                    remember_policy(ctx, &uid, None);
+                }
                 info!(model = %md.name_any(), kind = r.kind.as_str(), name = %r.name, "deleted child");
                 let _ = writer
                     .event(
@@ -460,6 +471,8 @@ fn exists(observed: &Observed, r: &ChildRef) -> bool {
         ChildKind::Deployment => observed.revisions.iter().any(|d| d.name == r.name),
         ChildKind::Service => observed.service.is_some(),
         ChildKind::Autoscaler => observed.autoscaler.is_some(),
+        ChildKind::NetworkPolicy => observed.network_policy.is_some(),
+        ChildKind::Route => matches!(observed.route, plan::RouteState::Owned { .. }),
     }
 }
 
@@ -501,6 +514,16 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         .iter()
         .find(|h| is_child(md, h.as_ref()))
         .map(|h| observed_autoscaler(h));
+    let side_services = stores
+        .services
+        .state()
+        .iter()
+        .filter(|s| s.name_any() != service_name && is_child(md, s.as_ref()))
+        .map(|s| plan::ObservedChild {
+            name: s.name_any(),
+            spec_hash: spec_hash(s.as_ref()),
+        })
+        .collect();
     let mut profile = None;
     let reference = match &md.spec.monitoring.reference {
         None => ReferenceState::NotReferenced,
@@ -543,7 +566,82 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
             profile,
             ..ObservedEvidence::default()
         },
+        side_services,
+        network_policy: observe_network_policy(md, ctx).await?,
+        route: observe_route(md, ctx).await?,
     })
+}
+
+/// NetworkPolicy `<name>`: from what this instance applied or read within the last resync,
+/// else read from the API (no watch: one object per ModelDeployment that rarely changes).
+async fn observe_network_policy(
+    md: &ModelDeployment,
+    ctx: &Context,
+) -> Result<Option<plan::ObservedChild>, Error> {
+    let uid = md.uid().unwrap_or_default();
+    let name = crate::naming::network_policy(&md.name_any());
+    let cached = ctx
+        .policies
+        .lock()
+        .ok()
+        .and_then(|p| p.get(&uid).cloned())
+        .filter(|(_, at)| at.elapsed() < RESYNC);
+    if let Some((hash, _)) = cached {
+        return Ok(hash.map(|spec_hash| plan::ObservedChild {
+            name,
+            spec_hash: Some(spec_hash),
+        }));
+    }
+    let api: Api<NetworkPolicy> =
+        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let found = api
+        .get_opt(&name)
+        .await?
+        .filter(|p| is_child(md, p))
+        .map(|p| plan::ObservedChild {
+            name: name.clone(),
+            spec_hash: spec_hash(&p),
+        });
+    remember_policy(ctx, &uid, found.as_ref().and_then(|p| p.spec_hash.clone()));
+    Ok(found)
+}
+
+fn remember_policy(ctx: &Context, uid: &str, spec_hash: Option<String>) {
+    if let Ok(mut p) = ctx.policies.lock() {
+        p.insert(uid.to_string(), (spec_hash, std::time::Instant::now()));
+    }
+}
+
+/// HTTPRoute `<name>`, looked up only in Gateway API mode (to read its owner and whether the
+/// Gateways accepted it). A 404 naming the route means there is none; a 404 for the resource
+/// type means the Gateway API is not installed.
+async fn observe_route(md: &ModelDeployment, ctx: &Context) -> Result<plan::RouteState, Error> {
+    use crate::build::route::{HttpRoute, not_accepted};
+    let traffic = &md.spec.rollout.traffic;
+    if traffic.mode != crate::api::TrafficMode::GatewayApi || traffic.gateway_api.is_none() {
+        return Ok(plan::RouteState::NotLookedUp);
+    }
+    let api: Api<HttpRoute> =
+        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let name = crate::naming::route(&md.name_any());
+    match api.get(&name).await {
+        Ok(route) if is_child(md, &route) => Ok(plan::RouteState::Owned {
+            spec_hash: spec_hash(&route),
+            not_accepted: not_accepted(&route),
+        }),
+        Ok(_) => Ok(plan::RouteState::Foreign),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            // An object that does not exist is named in the answer's details; a resource type
+            // the server does not serve is not.
+            let names_the_route = status.details.as_ref().is_some_and(|d| d.name == name);
+            Ok(if names_the_route {
+                plan::RouteState::Absent
+            } else {
+                plan::RouteState::ApiMissing
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What the planner needs of Service `<name>`.

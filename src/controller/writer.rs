@@ -4,6 +4,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -11,6 +12,7 @@ use serde_json::json;
 
 use super::Error;
 use crate::api::{ModelDeployment, ModelDeploymentStatus};
+use crate::build::route::HttpRoute;
 use crate::build::{Child, ChildKind, ChildRef};
 use crate::leader::WriteGate;
 use crate::metrics::Metrics;
@@ -64,6 +66,16 @@ impl Writer<'_> {
                     .patch(&r.name, &params, &Patch::Apply(h.as_ref()))
                     .await?;
             }
+            Child::NetworkPolicy(p) => {
+                Api::<NetworkPolicy>::namespaced(self.client.clone(), self.namespace)
+                    .patch(&r.name, &params, &Patch::Apply(p.as_ref()))
+                    .await?;
+            }
+            Child::Route(route) => {
+                Api::<HttpRoute>::namespaced(self.client.clone(), self.namespace)
+                    .patch(&r.name, &params, &Patch::Apply(route.as_ref()))
+                    .await?;
+            }
         }
         self.metrics.wrote(r.kind.as_str(), "apply");
         Ok(())
@@ -111,6 +123,16 @@ impl Writer<'_> {
                     .await
                     .map(|_| ())
             }
+            ChildKind::NetworkPolicy => {
+                Api::<NetworkPolicy>::namespaced(self.client.clone(), self.namespace)
+                    .delete(&child.name, &dp)
+                    .await
+                    .map(|_| ())
+            }
+            ChildKind::Route => Api::<HttpRoute>::namespaced(self.client.clone(), self.namespace)
+                .delete(&child.name, &dp)
+                .await
+                .map(|_| ()),
         };
         match result {
             Ok(()) => {}

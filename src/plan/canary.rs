@@ -93,6 +93,11 @@ impl Planner<'_> {
             .zip(self.observed_revision(target))
             .is_some_and(|(want, o)| o.replicas == Some(want) && o.complete);
         let controls = Controls::from_annotations(md.annotations());
+        let warm = state
+            .filter(|s| s.revision == target && s.phase == RolloutPhase::Baking)
+            .and_then(|s| s.previous.as_deref())
+            .filter(|w| self.observed_revision(w).is_some());
+        let (_, promoted_full) = self.full_size(target, warm, stable_replicas);
         let evidence = &self.observed.evidence;
         let tick = Tick {
             steps: &spec.rollout.steps,
@@ -113,6 +118,7 @@ impl Planner<'_> {
             bake_window: evidence.bake.as_ref(),
             stable_replicas,
             split,
+            promoted_full,
             controls: &controls,
             now: self.now,
         };
@@ -134,7 +140,12 @@ impl Planner<'_> {
         if serving == target {
             self.promoted_children(target, decision.keep_warm.as_deref(), stable_replicas);
         } else {
-            self.split_children(&serving, target, decision.canary_replicas);
+            let weight = next
+                .as_ref()
+                .filter(|s| s.revision == target)
+                .map(|s| s.actual_weight)
+                .unwrap_or(0);
+            self.split_children(&serving, target, decision.canary_replicas, weight);
         }
 
         // Status.
@@ -172,9 +183,10 @@ impl Planner<'_> {
 
     /// Before promotion, and after a rollback: stable serves (with the canary beside it while
     /// the canary has replicas).
-    fn split_children(&mut self, stable: &str, target: &str, canary_replicas: i32) {
+    fn split_children(&mut self, stable: &str, target: &str, canary_replicas: i32, weight: i32) {
         let md = self.md;
-        let selection = if canary_replicas > 0 {
+        let gateway = self.gateway_mode();
+        let selection = if canary_replicas > 0 && !gateway {
             Selection::Split { stable }
         } else {
             Selection::Revision(stable)
@@ -182,8 +194,16 @@ impl Planner<'_> {
         self.apply_if_changed(Child::Service(Box::new(build::service::build(
             md, selection,
         ))));
+        // A route weights the canary only once it has a ready pod: a backend without
+        // endpoints would fail its share of requests.
+        let canary_ready = self
+            .observed_revision(target)
+            .is_some_and(|o| o.ready_replicas > 0);
+        let canary = (canary_replicas > 0 && canary_ready).then_some((target, weight));
+        self.gateway_traffic(Some(stable), canary);
         self.autoscaler_on(Some(stable));
         self.canary_deployment_actions(target, canary_replicas);
+        self.reachability();
         self.delete_revisions_except(&[stable, target]);
     }
 
@@ -192,6 +212,51 @@ impl Planner<'_> {
     fn promoted_children(&mut self, target: &str, warm: Option<&str>, stable_replicas: i32) {
         let md = self.md;
         let warm = warm.filter(|w| self.observed_revision(w).is_some());
+        let (previous_replicas, target_full) = self.full_size(target, warm, stable_replicas);
+        let gateway = self.gateway_mode();
+        let selection = match warm {
+            Some(_) if !target_full && !gateway => Selection::Split { stable: target },
+            Some(w) if !target_full => Selection::Revision(w),
+            _ => Selection::Revision(target),
+        };
+        self.apply_if_changed(Child::Service(Box::new(build::service::build(
+            md, selection,
+        ))));
+        match warm {
+            Some(w) if !target_full => {
+                // While the new revision grows, the route follows ready capacity, as the
+                // replica split does.
+                let ready = |h: &str| {
+                    self.observed_revision(h)
+                        .map(|o| f64::from(o.ready_replicas.max(0)))
+                        .unwrap_or(0.0)
+                };
+                let (new, old) = (ready(target), ready(w));
+                let share = if new + old > 0.0 {
+                    (100.0 * new / (new + old)).round() as i32
+                } else {
+                    0
+                };
+                self.gateway_traffic(Some(w), Some((target, share)));
+            }
+            _ => self.gateway_traffic(Some(target), None),
+        }
+        let hpa_target = match warm {
+            Some(w) if !target_full => w,
+            _ => target,
+        };
+        self.autoscaler_on(Some(hpa_target));
+        self.deployment_actions(target, hpa_target == target, Some(previous_replicas));
+        self.reachability();
+        let keep: Vec<&str> = [Some(target), warm].into_iter().flatten().collect();
+        self.delete_revisions_except(&keep);
+    }
+
+    /// The count the promoted revision `target` must reach (the previous revision's, within the
+    /// HPA's bounds; `spec.replicas` without one), and whether it runs at that size (or under
+    /// its HPA already).
+    fn full_size(&self, target: &str, warm: Option<&str>, stable_replicas: i32) -> (i32, bool) {
+        let md = self.md;
         let previous_replicas = warm
             .and_then(|w| self.observed_revision(w))
             .and_then(|o| o.replicas)
@@ -209,21 +274,7 @@ impl Planner<'_> {
         let target_full = self.observed_revision(target).is_some_and(|o| {
             o.complete && (hpa_on_target || o.replicas.is_some_and(|r| r >= full))
         });
-        let selection = match warm {
-            Some(_) if !target_full => Selection::Split { stable: target },
-            _ => Selection::Revision(target),
-        };
-        self.apply_if_changed(Child::Service(Box::new(build::service::build(
-            md, selection,
-        ))));
-        let hpa_target = match warm {
-            Some(w) if !target_full => w,
-            _ => target,
-        };
-        self.autoscaler_on(Some(hpa_target));
-        self.deployment_actions(target, hpa_target == target, Some(previous_replicas));
-        let keep: Vec<&str> = [Some(target), warm].into_iter().flatten().collect();
-        self.delete_revisions_except(&keep);
+        (previous_replicas, target_full)
     }
 
     /// The canary's Deployment at `replicas`: in Drover's apply without autoscaling; under the

@@ -51,7 +51,11 @@ impl Rig {
     fn new(extra: &str) -> Self {
         let mut m = md(extra);
         let old = revision_of(&m.spec);
-        let mut observed = Observed::default();
+        let mut observed = Observed {
+            // Looked up (Gateway API mode) and not there yet; ignored in other modes.
+            route: RouteState::Absent,
+            ..Observed::default()
+        };
         for t in [0, 10] {
             let p = plan(&m, &observed, &Settings::default(), at(t));
             observed = apply_plan(&observed, &p, &[&old]);
@@ -77,11 +81,12 @@ impl Rig {
         self.observed.evidence = evidence;
         let p = plan(&self.m, &self.observed, &Settings::default(), at(self.now));
         self.m.status = Some(p.status.clone());
-        self.observed = apply_plan(&self.observed, &p, complete);
-        // Restart: a new operator at the same instant, with what was written and a window that
-        // has seen nothing yet, announces and records nothing again.
+        // Restart: a new operator at the same instant, with the status written but the child
+        // writes not yet visible and a window that has seen nothing yet, announces and records
+        // nothing again.
         let mut fresh = self.observed.clone();
         fresh.evidence = ObservedEvidence::default();
+        self.observed = apply_plan(&self.observed, &p, complete);
         let again = plan(&self.m, &fresh, &Settings::default(), at(self.now));
         let ids = |p: &Plan| {
             p.notices
@@ -519,4 +524,168 @@ fn a_missing_reference_profile_holds_the_rollout_before_it_starts() {
         stalled.message
     );
     assert!(p.status.rollout.is_none());
+}
+
+const GATEWAY: &str = "  replicas: 10\n  rollout:\n    steps: [10, 50]\n    interval: 1m\n    bakeTime: 0s\n    traffic:\n      mode: GatewayAPI\n      gatewayAPI: {parentRefs: [{name: public}], hostnames: [fraud.example.com]}\n";
+
+fn route_weights(p: &Plan) -> Option<(String, i32, String, i32)> {
+    p.actions.iter().find_map(|a| match a {
+        Action::Apply(Child::Route(r)) => {
+            let b = &r.spec.rules[0].backend_refs;
+            Some((
+                b[0].name.clone(),
+                b[0].weight,
+                b[1].name.clone(),
+                b[1].weight,
+            ))
+        }
+        _ => None,
+    })
+}
+
+fn selects(p: &Plan, service: &str) -> Option<String> {
+    p.actions.iter().find_map(|a| match a {
+        Action::Apply(Child::Service(s)) if s.metadata.name.as_deref() == Some(service) => s
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|sel| sel.get(crate::naming::LABEL_REVISION).cloned()),
+        _ => None,
+    })
+}
+
+#[test]
+fn gateway_api_traffic_weights_the_route_once_the_canary_is_ready_and_flips_at_promotion() {
+    let m = md(GATEWAY);
+    let old = revision_of(&m.spec);
+    let first = Observed {
+        route: RouteState::Absent,
+        ..Observed::default()
+    };
+    let p = plan(&m, &first, &Settings::default(), at(0));
+    let kinds = applied_kinds(&p);
+    for k in [
+        "apply Service fraud-stable",
+        "apply Service fraud-canary",
+        "apply HTTPRoute fraud",
+        "apply NetworkPolicy fraud",
+    ] {
+        assert!(kinds.contains(&k.to_string()), "{kinds:?}");
+    }
+    assert_eq!(
+        route_weights(&p),
+        Some(("fraud-stable".into(), 100, "fraud-canary".into(), 0))
+    );
+    assert_eq!(
+        selects(&p, "fraud-canary"),
+        Some(old.clone()),
+        "a backend that exists"
+    );
+
+    let mut r = Rig::new(GATEWAY);
+    let new = r.new.clone();
+    // Start: the canary gets capacity for 10% (1 of 10) and no weight until it is ready; the
+    // main Service stays on stable.
+    let p = r.step(0, ObservedEvidence::default(), &[&old]);
+    assert_eq!(applied_replicas(&p, &new), Some(Some(1)));
+    assert_eq!(selects(&p, "fraud"), None, "main Service unchanged");
+    assert_eq!(
+        selects(&p, "fraud-canary"),
+        None,
+        "the canary backend keeps pointing at stable until a canary pod is ready"
+    );
+    assert_eq!(route_weights(&p), None, "no weight before a ready pod");
+    assert_eq!(
+        r.rollout().actual_weight,
+        10,
+        "the route gives the exact share"
+    );
+    r.step(30, healthy(), &[&old, &new]);
+    let p = r.step(30, healthy(), &[&old, &new]);
+    assert_eq!(selects(&p, "fraud-canary"), Some(new.clone()));
+    assert_eq!(
+        route_weights(&p),
+        Some(("fraud-stable".into(), 90, "fraud-canary".into(), 10))
+    );
+    // Step 2 at 50%: five canary pods, half the traffic.
+    let p = r.step(60, healthy(), &[&old, &new]);
+    assert_eq!(applied_replicas(&p, &new), Some(Some(5)));
+    assert_eq!(
+        route_weights(&p),
+        Some(("fraud-stable".into(), 50, "fraud-canary".into(), 50))
+    );
+    r.step(30, healthy(), &[&old, &new]);
+    r.step(30, healthy(), &[&old, &new]);
+    // Promotion (no bake window): scaled to full size first, the route following ready
+    // capacity; then everything on the new revision and the previous one removed.
+    let p = r.step(60, healthy(), &[&old]);
+    assert_eq!(reasons(&p), vec![rollout_reason::PROMOTED]);
+    assert_eq!(applied_replicas(&p, &new), Some(Some(10)));
+    assert_eq!(
+        route_weights(&p),
+        Some(("fraud-stable".into(), 67, "fraud-canary".into(), 33)),
+        "5 ready new pods beside 10 previous ones"
+    );
+    assert_eq!(
+        r.rollout().phase,
+        RolloutPhase::Baking,
+        "even without a bake window"
+    );
+    let p = r.step(30, ObservedEvidence::default(), &[&old, &new]);
+    assert!(
+        !applied_kinds(&p).iter().any(|a| a.contains("delete")),
+        "the previous revision stays until the new one is at full size"
+    );
+    let p = r.step(30, ObservedEvidence::default(), &[&old, &new]);
+    assert_eq!(reasons(&p), vec![rollout_reason::BAKED]);
+    assert_eq!(selects(&p, "fraud"), Some(new.clone()));
+    assert_eq!(selects(&p, "fraud-stable"), Some(new.clone()));
+    assert_eq!(
+        route_weights(&p),
+        Some(("fraud-stable".into(), 100, "fraud-canary".into(), 0))
+    );
+    assert!(applied_kinds(&p).contains(&format!("delete Deployment fraud-{old}")));
+}
+
+#[test]
+fn a_route_drover_does_not_own_or_a_missing_gateway_api_holds_the_rollout_and_says_why() {
+    for (state, why) in [
+        (RouteState::Foreign, reason::ROUTE_NOT_OWNED),
+        (RouteState::ApiMissing, reason::GATEWAY_API_MISSING),
+    ] {
+        let mut r = Rig::new(GATEWAY);
+        r.observed.route = state;
+        let p = r.step(0, ObservedEvidence::default(), &[]);
+        assert!(
+            !applied_kinds(&p).iter().any(|a| a.contains("HTTPRoute")),
+            "never written: {:?}",
+            applied_kinds(&p)
+        );
+        assert!(p.status.rollout.is_none(), "no canary starts");
+        let stalled = conditions::get(&p.status.conditions, crate::conditions::STALLED).unwrap();
+        assert_eq!(stalled.reason, why);
+        assert!(p.notices.iter().any(|n| n.reason == why && n.warning));
+    }
+}
+
+#[test]
+fn a_gateway_that_refuses_the_route_degrades_with_its_reason() {
+    let mut r = Rig::new(GATEWAY);
+    if let RouteState::Owned { not_accepted, .. } = &mut r.observed.route {
+        *not_accepted = Some((
+            "NoMatchingParent".into(),
+            "Gateway \"public\" did not accept HTTPRoute fraud: no listener".into(),
+        ));
+    } else {
+        panic!("the rig's route is Drover's: {:?}", r.observed.route);
+    }
+    let p = r.step(0, ObservedEvidence::default(), &[&r.old.clone()]);
+    let degraded = conditions::get(&p.status.conditions, DEGRADED).unwrap();
+    assert_eq!(degraded.status, ConditionStatus::True);
+    assert_eq!(degraded.reason, reason::ROUTE_NOT_ACCEPTED);
+    assert!(
+        degraded.message.contains("NoMatchingParent"),
+        "{}",
+        degraded.message
+    );
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 
 use crate::api::{
     ConditionStatus, ModelDeployment, ModelDeploymentStatus, Phase, RevisionStatus, RolloutStrategy,
@@ -21,6 +22,7 @@ use crate::conditions::{
     self, DEGRADED, IMMEDIATE_FALLBACK, PROGRESSING, READY, RECONCILING, STALLED,
 };
 use crate::monitor::report::Report;
+use crate::naming;
 use crate::profile::ReferenceProfile;
 use crate::revision::revision_of;
 use crate::validate::{self, Validated};
@@ -38,6 +40,42 @@ pub struct Observed {
     pub reference: ReferenceState,
     /// What the monitors reported, for a canary's judgement.
     pub evidence: ObservedEvidence,
+    /// Services besides `<name>`: `<name>-stable` and `<name>-canary` (Gateway API traffic).
+    pub side_services: Vec<ObservedChild>,
+    /// The NetworkPolicy.
+    pub network_policy: Option<ObservedChild>,
+    /// The HTTPRoute (looked up only in Gateway API mode).
+    pub route: RouteState,
+}
+
+/// A child known by name and `drover.dev/spec-hash`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedChild {
+    /// Name.
+    pub name: String,
+    /// `drover.dev/spec-hash`.
+    pub spec_hash: Option<String>,
+}
+
+/// HTTPRoute `<name>` as observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RouteState {
+    /// Not looked up (the spec does not use Gateway API traffic).
+    #[default]
+    NotLookedUp,
+    /// The cluster does not serve `gateway.networking.k8s.io/v1` HTTPRoutes.
+    ApiMissing,
+    /// No route of that name.
+    Absent,
+    /// Drover's route.
+    Owned {
+        /// `drover.dev/spec-hash`.
+        spec_hash: Option<String>,
+        /// A parent Gateway that did not accept it: reason and message.
+        not_accepted: Option<(String, String)>,
+    },
+    /// A route of that name that this ModelDeployment does not control.
+    Foreign,
 }
 
 /// The monitors' reports, merged per revision by the operator's collector, over the windows the
@@ -145,6 +183,8 @@ pub struct Notice {
 pub struct Settings {
     /// Monitor image for new revisions (existing ones keep the image they were created with).
     pub monitor_image: String,
+    /// Namespace the operator's pods run in (admitted to the monitors' admin port).
+    pub operator_namespace: String,
 }
 
 /// The monitor image of this build of Drover.
@@ -155,6 +195,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             monitor_image: DEFAULT_MONITOR_IMAGE.to_string(),
+            operator_namespace: "drover-system".to_string(),
         }
     }
 }
@@ -185,6 +226,12 @@ pub mod reason {
     pub const REFERENCE_NOT_FOUND: &str = "ReferenceProfileNotFound";
     /// The referenced profile is not a valid profile.
     pub const REFERENCE_INVALID: &str = "ReferenceProfileInvalid";
+    /// Gateway API traffic asked for, but the cluster has no HTTPRoute API.
+    pub const GATEWAY_API_MISSING: &str = "GatewayAPINotInstalled";
+    /// HTTPRoute `<name>` exists and belongs to someone else.
+    pub const ROUTE_NOT_OWNED: &str = "RouteNotOwned";
+    /// A parent Gateway did not accept the route.
+    pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
     /// The new revision did not become ready within `progressDeadline`.
     pub const PROGRESS_DEADLINE: &str = "ProgressDeadlineExceeded";
     /// A new revision's pods are starting.
@@ -228,7 +275,10 @@ pub fn plan(
         judgement: None,
     };
     match validate::validate(&md.spec) {
-        Ok(valid) => planner.roll_out(&old, &valid),
+        Ok(valid) => {
+            planner.roll_out(&old, &valid);
+            planner.route_acceptance();
+        }
         Err(problems) => planner.refuse(&old, &problems.join("; ")),
     }
     let mut notices = planner.announcements;
@@ -374,6 +424,22 @@ impl Planner<'_> {
             }
         };
 
+        let route_problem = match &self.observed.route {
+            RouteState::ApiMissing => Some((
+                reason::GATEWAY_API_MISSING,
+                "spec.rollout.traffic.mode is GatewayAPI, but this cluster serves no gateway.networking.k8s.io/v1 HTTPRoute: install the Gateway API CRDs or use mode Replicas".to_string(),
+            )),
+            RouteState::Foreign => Some((
+                reason::ROUTE_NOT_OWNED,
+                format!(
+                    "HTTPRoute {:?} exists and is not controlled by this ModelDeployment; Drover never edits a route it does not own: delete or rename it",
+                    naming::route(&md.name_any())
+                ),
+            )),
+            _ => None,
+        };
+        let reference_problem = reference_problem.or(route_problem);
+
         // Drover versions before the canary engine said here that they rolled out immediately.
         conditions::remove(&mut self.status.conditions, IMMEDIATE_FALLBACK);
         let canary = md.spec.rollout.strategy == RolloutStrategy::Canary;
@@ -437,7 +503,9 @@ impl Planner<'_> {
                 md,
                 Selection::Revision(hash),
             ))));
+            self.reachability();
         }
+        self.gateway_traffic(serving.as_deref().or(rolling_out.as_deref()), None);
         self.autoscaler_on(hpa_target.as_deref());
         let keep: Vec<&str> = [serving.as_deref(), rolling_out.as_deref()]
             .into_iter()
@@ -684,11 +752,26 @@ impl Planner<'_> {
                 .iter()
                 .find(|r| r.name == reference.name)
                 .and_then(|r| r.spec_hash.clone()),
-            ChildKind::Service => self
+            ChildKind::Service if reference.name == naming::service(&self.md.name_any()) => self
                 .observed
                 .service
                 .as_ref()
                 .and_then(|s| s.spec_hash.clone()),
+            ChildKind::Service => self
+                .observed
+                .side_services
+                .iter()
+                .find(|s| s.name == reference.name)
+                .and_then(|s| s.spec_hash.clone()),
+            ChildKind::NetworkPolicy => self
+                .observed
+                .network_policy
+                .as_ref()
+                .and_then(|p| p.spec_hash.clone()),
+            ChildKind::Route => match &self.observed.route {
+                RouteState::Owned { spec_hash, .. } => spec_hash.clone(),
+                _ => None,
+            },
             ChildKind::Autoscaler => self
                 .observed
                 .autoscaler
@@ -770,6 +853,8 @@ fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus, canary: boo
             reason::INVALID_SPEC,
             reason::REFERENCE_NOT_FOUND,
             reason::REFERENCE_INVALID,
+            reason::GATEWAY_API_MISSING,
+            reason::ROUTE_NOT_OWNED,
             reason::PROGRESS_DEADLINE,
         ]
         .into_iter()
@@ -804,6 +889,7 @@ fn humanize(d: Duration) -> String {
 }
 
 mod canary;
+mod traffic;
 pub use canary::{HISTORY_LIMIT, canary_reason};
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ pub(super) fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) ->
                 let hash =
                     d.metadata.labels.as_ref().unwrap()[crate::naming::LABEL_REVISION].clone();
                 // An apply without replicas leaves the count as it was (the scale manager's).
-                let before = next.revisions.iter().find(|r| r.name == name);
+                let before = next.revisions.iter().find(|r| r.name == name).cloned();
+                let before = before.as_ref();
                 let replicas = d
                     .spec
                     .as_ref()
@@ -57,10 +58,31 @@ pub(super) fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) ->
                     spec_hash: Child::Deployment(d.clone()).spec_hash().map(str::to_string),
                     monitor_image: None,
                     replicas: replicas.or(Some(1)),
-                    ready_replicas: 0,
+                    // A Deployment that existed keeps serving while it changes size.
+                    ready_replicas: before.map(|b| b.ready_replicas).unwrap_or(0),
                     complete: false,
-                    available: false,
+                    available: before.is_some_and(|b| b.available),
                 });
+            }
+            Action::Apply(Child::Service(s)) if s.metadata.name.as_deref() != Some("fraud") => {
+                let name = s.metadata.name.clone().unwrap();
+                next.side_services.retain(|o| o.name != name);
+                next.side_services.push(ObservedChild {
+                    name,
+                    spec_hash: Child::Service(s.clone()).spec_hash().map(str::to_string),
+                });
+            }
+            Action::Apply(c @ Child::NetworkPolicy(_)) => {
+                next.network_policy = Some(ObservedChild {
+                    name: c.reference().name,
+                    spec_hash: c.spec_hash().map(str::to_string),
+                });
+            }
+            Action::Apply(c @ Child::Route(_)) => {
+                next.route = RouteState::Owned {
+                    spec_hash: c.spec_hash().map(str::to_string),
+                    not_accepted: None,
+                };
             }
             Action::Apply(Child::Service(s)) => {
                 next.service = Some(ObservedService {
@@ -98,8 +120,11 @@ pub(super) fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) ->
             }
             Action::Delete(r) => match r.kind {
                 ChildKind::Deployment => next.revisions.retain(|d| d.name != r.name),
-                ChildKind::Service => next.service = None,
+                ChildKind::Service if r.name == "fraud" => next.service = None,
+                ChildKind::Service => next.side_services.retain(|s| s.name != r.name),
                 ChildKind::Autoscaler => next.autoscaler = None,
+                ChildKind::NetworkPolicy => next.network_policy = None,
+                ChildKind::Route => next.route = RouteState::Absent,
             },
         }
     }
@@ -146,7 +171,8 @@ fn first_revision_creates_deployment_and_service_then_becomes_stable() {
         applied_kinds(&p),
         vec![
             format!("apply Deployment fraud-{rev}"),
-            "apply Service fraud".to_string()
+            "apply Service fraud".to_string(),
+            "apply NetworkPolicy fraud".to_string()
         ]
     );
     assert_eq!(p.status.phase, Some(Phase::Progressing));
@@ -377,7 +403,7 @@ fn a_missing_reference_profile_blocks_the_new_revision_and_retries_slowly() {
         ..Observed::default()
     };
     let p = settle(&mut m, &found, at(10));
-    assert_eq!(p.actions.len(), 2);
+    assert_eq!(p.actions.len(), 3, "Deployment, Service, NetworkPolicy");
     assert_eq!(
         conditions::get(&p.status.conditions, STALLED)
             .unwrap()

@@ -151,6 +151,9 @@ pub struct Tick<'a> {
     pub stable_replicas: i32,
     /// How traffic is split (sizes the canary, gives the actual weight).
     pub split: weights::Split,
+    /// After promotion: the promoted revision runs at its full size (the bake window ends only
+    /// then, so the previous revision is never removed before).
+    pub promoted_full: bool,
     /// Control tokens present.
     pub controls: &'a Controls,
     /// Now.
@@ -234,6 +237,10 @@ fn later(now: Timestamp, d: Duration) -> Time {
             .unwrap_or(now),
     )
 }
+
+/// Reason while a finished bake window waits for the promoted revision's full size.
+const WAITING_FOR_FULL_SIZE: &str =
+    "bake window over; waiting for the promoted revision to run at full size";
 
 /// A fresh token of `control`: present and not the one already acted on.
 fn fresh<'a>(present: &'a Option<String>, applied: &Option<String>) -> Option<&'a String> {
@@ -331,7 +338,15 @@ pub fn tick(t: &Tick<'_>) -> Decision {
             out.record = Some(record(state, "RolledBack", &why));
             return out.decide(Some(next), Some(previous), 0, None);
         }
-        if state.bake_until.as_ref().is_none_or(|until| now >= until.0) {
+        let bake_over = state.bake_until.as_ref().is_none_or(|until| now >= until.0);
+        if bake_over && !t.promoted_full {
+            // The previous revision goes only once the promoted one runs at full size.
+            if next.reason != WAITING_FOR_FULL_SIZE {
+                next.reason = WAITING_FOR_FULL_SIZE.into();
+            }
+            return out.decide(Some(next), Some(stable.hash.clone()), 0, previous);
+        }
+        if bake_over {
             next.phase = RolloutPhase::Complete;
             next.previous = None;
             next.reason = "promoted and baked".into();
@@ -677,17 +692,12 @@ fn promote(
         reason: why.to_string(),
         at: t.now.to_string(),
     });
-    let keep_warm = if t.timing.bake_time.is_zero() {
-        state.phase = RolloutPhase::Complete;
-        state.previous = None;
-        None
-    } else {
-        state.phase = RolloutPhase::Baking;
-        state.bake_until = Some(later(t.now, t.timing.bake_time));
-        Some(stable.hash.clone())
-    };
+    // Always through Baking, even without a bake window: the previous revision stays warm
+    // until the promoted one runs at full size.
+    state.phase = RolloutPhase::Baking;
+    state.bake_until = Some(later(t.now, t.timing.bake_time));
     let promoted = state.revision.clone();
-    out.decide(Some(state), Some(promoted), 0, keep_warm)
+    out.decide(Some(state), Some(promoted), 0, Some(stable.hash.clone()))
 }
 
 fn bake_breach(window: &Report, limits: BakeLimits, min_requests: i64) -> Option<String> {

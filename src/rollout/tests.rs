@@ -123,6 +123,7 @@ impl World {
             bake_window,
             stable_replicas: 10,
             split: Default::default(),
+            promoted_full: true,
             controls: &self.controls,
             now: at(self.now),
         };

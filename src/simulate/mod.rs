@@ -358,6 +358,7 @@ pub fn simulate(md: &ModelDeployment, scenario: &Scenario) -> Result<Simulation,
             bake_window: bake_window.as_ref(),
             stable_replicas: replicas,
             split: md.spec.rollout.traffic.mode.into(),
+            promoted_full: true,
             controls: &controls,
             now,
         };
