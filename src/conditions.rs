@@ -18,6 +18,8 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// `spec.rollout.strategy` asked for a canary, which this version rolls out immediately.
 pub const IMMEDIATE_FALLBACK: &str = "ImmediateFallback";
+/// Whether the monitors' reports reach the operator while a rollout judges them.
+pub const REPORTS_AVAILABLE: &str = "ReportsAvailable";
 
 /// Sets condition `type_` in `conditions`, keeping `lastTransitionTime` when the status is
 /// unchanged, so rewriting the same facts is not a transition.

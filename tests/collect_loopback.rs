@@ -396,6 +396,14 @@ async fn scrapes_real_monitors_merges_per_revision_survives_restarts_and_counts_
     scrape.round_at(&scraper, later(4)).await;
     let ev = collector.evidence("uid-1", &status);
     assert!(ev.canary.is_none());
+    assert_eq!(
+        ev.problem,
+        Some(plan::CollectionProblem::Unreachable {
+            revision: new.clone(),
+            pods: 2
+        }),
+        "and says so (both canary pods are still listed, neither answers)"
+    );
     assert_eq!(ev.stable.as_ref().unwrap().requests.total(), 200);
     drop(stable);
 }

@@ -153,7 +153,8 @@ async fn start_monitor(upstream: SocketAddr, extra: &[&str]) -> Monitor {
         format!("http://{upstream}/health"),
     )
     .with_terminating(prepared.proxy.terminating.clone())
-    .with_prestop_pause(Duration::from_millis(10));
+    .with_prestop_pause(Duration::from_millis(10))
+    .with_token_file(dir.0.join("token"));
     tokio::spawn(async move { axum::serve(admin_listener, admin::router(state)).await });
     let (stop, mut stop_rx) = watch::channel(false);
     let proxy = prepared.proxy.clone();
@@ -648,4 +649,33 @@ async fn refused_inputs_stay_out_of_the_histograms_and_empty_bodies_are_counted(
     let r = report(&m).await;
     assert_eq!(r.rows, 1, "only the served request's row");
     assert_eq!(r.counters.unparsed_requests, 1, "the empty POST body");
+}
+
+#[tokio::test]
+async fn a_recreated_token_secret_is_picked_up_without_a_restart() {
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    let get = |token: &'static str| {
+        let url = format!("http://{}/drover/report", m.admin);
+        async move {
+            send(
+                "GET",
+                url,
+                &[("authorization", &format!("Bearer {token}"))],
+                "",
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(get(TOKEN).await, StatusCode::OK);
+    // The Secret was deleted and recreated with a new token; the kubelet updated the file.
+    std::fs::write(m._dir.0.join("token"), "a-new-token-456\n").unwrap();
+    assert_eq!(get("a-new-token-456").await, StatusCode::OK);
+    assert_eq!(
+        get(TOKEN).await,
+        StatusCode::UNAUTHORIZED,
+        "the old one no longer"
+    );
+    assert_eq!(get("a-guess").await, StatusCode::UNAUTHORIZED);
 }

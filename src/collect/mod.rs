@@ -31,7 +31,7 @@ use crate::leader::WriteGate;
 use crate::metrics::Metrics;
 use crate::monitor::report::Report;
 use crate::naming::{LABEL_MODEL, LABEL_REVISION};
-use crate::plan::ObservedEvidence;
+use crate::plan::{CollectionProblem, ObservedEvidence};
 use scrape::{ScrapeFailure, Scraper};
 use window::{Recorded, RevisionWindow};
 
@@ -199,6 +199,8 @@ pub fn slim_pod(pod: &mut Pod) {
 struct ModelWindows {
     revisions: BTreeMap<String, RevisionWindow>,
     last_round: Option<Instant>,
+    /// Why the last round got no reports, if it did not.
+    problem: Option<CollectionProblem>,
 }
 
 /// Reports collected per ModelDeployment (by uid), shared by the scrape loop and reconciles.
@@ -227,6 +229,7 @@ impl Collector {
             stable: window(&want.stable),
             bake: window(&want.bake),
             profile: None,
+            problem: model.problem.clone(),
         }
     }
 
@@ -282,6 +285,13 @@ impl Collector {
     fn mark(&self, uid: &str, now: Instant) {
         if let Ok(mut models) = self.models.lock() {
             models.entry(uid.to_string()).or_default().last_round = Some(now);
+        }
+    }
+
+    /// Records why the last round of `uid` got no reports (`None`: it did).
+    pub fn set_problem(&self, uid: &str, problem: Option<CollectionProblem>) {
+        if let Ok(mut models) = self.models.lock() {
+            models.entry(uid.to_string()).or_default().problem = problem;
         }
     }
 
@@ -392,8 +402,15 @@ impl CollectLoop {
             self.collector.prune(&uid, &revisions);
             let found = targets(md, &revisions, pods.iter().map(|p| p.as_ref()));
             let token = match self.token_of(md, &uid).await {
-                Some(t) => t,
-                None => continue,
+                Ok(t) => t,
+                Err(problem) => {
+                    // Counted as a round: the reconcile it triggers says what is wrong.
+                    if let Some(problem) = problem {
+                        self.collector.set_problem(&uid, Some(problem));
+                        due_models.push(ObjectRef::from_obj(guard.as_ref()));
+                    }
+                    continue;
+                }
             };
             for revision in &revisions {
                 let of_revision: Vec<PodTarget> = found
@@ -436,6 +453,7 @@ impl CollectLoop {
                 .await;
         let mut per_job: Vec<(Vec<(String, Report)>, usize)> =
             jobs.iter().map(|_| (Vec::new(), 0)).collect();
+        let mut problems: BTreeMap<String, Option<CollectionProblem>> = BTreeMap::new();
         let mut stale_token = Vec::new();
         for (job, pod, result) in results {
             let Some(slot) = per_job.get_mut(job) else {
@@ -480,6 +498,23 @@ impl CollectLoop {
                 // Read the Secret again next round: it may have been recreated.
                 tokens.remove(uid);
             }
+            // Pods there, none answered: a problem a person can act on.
+            let entry = problems.entry(uid.clone()).or_insert(None);
+            if entry.is_none() && unanswered > 0 && unanswered == pods.len() {
+                *entry = Some(if stale_token.contains(&job) {
+                    CollectionProblem::Unauthorized {
+                        revision: revision.clone(),
+                    }
+                } else {
+                    CollectionProblem::Unreachable {
+                        revision: revision.clone(),
+                        pods: unanswered,
+                    }
+                });
+            }
+        }
+        for (uid, problem) in problems {
+            self.collector.set_problem(&uid, problem);
         }
         for r in due_models {
             if self.trigger.send(r).await.is_err() {
@@ -488,9 +523,15 @@ impl CollectLoop {
         }
     }
 
-    async fn token_of(&self, md: &ModelDeployment, uid: &str) -> Option<String> {
+    /// The token of `md`; `Err(Some(problem))` when it cannot be had, `Err(None)` on a
+    /// transient API error (tried again next round).
+    async fn token_of(
+        &self,
+        md: &ModelDeployment,
+        uid: &str,
+    ) -> Result<String, Option<CollectionProblem>> {
         if let Some(t) = self.collector.token(uid) {
-            return Some(t);
+            return Ok(t);
         }
         let api: Api<Secret> =
             Api::namespaced(self.client.clone(), &md.namespace().unwrap_or_default());
@@ -501,22 +542,25 @@ impl CollectLoop {
                     .data
                     .as_ref()
                     .and_then(|d| d.get(TOKEN_KEY))
-                    .and_then(|b| String::from_utf8(b.0.clone()).ok())?;
+                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .ok_or(Some(CollectionProblem::TokenMissing))?;
                 if let Ok(mut tokens) = self.collector.tokens.lock() {
                     tokens.insert(uid.to_string(), token.clone());
                 }
-                Some(token)
+                Ok(token)
             }
             Ok(None) => {
                 warn!(
                     secret = name,
                     "monitor token Secret missing; the reconcile recreates it"
                 );
-                None
+                Err(Some(CollectionProblem::TokenMissing))
             }
             Err(e) => {
                 warn!(secret = name, error = %e, "cannot read the monitor token");
-                None
+                Err(None)
             }
         }
     }

@@ -302,10 +302,16 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
     rollout_metrics(md, &plan, &ctx.metrics);
     let writer = ctx.writer(&namespace);
     let reference = md.object_ref(&());
-    if plan
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::Apply(crate::build::Child::Deployment(_))))
+    let token_gone = observed.evidence.problem == Some(plan::CollectionProblem::TokenMissing);
+    if token_gone && let Ok(mut tokens) = ctx.tokens.lock() {
+        // Deleted by hand: look again, and recreate it.
+        tokens.remove(&uid);
+    }
+    if token_gone
+        || plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Apply(crate::build::Child::Deployment(_))))
     {
         ensure_monitor_token(md, ctx, &writer, &uid).await?;
     }

@@ -30,7 +30,10 @@ pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct AdminState {
     recorder: Arc<Recorder>,
-    token: Option<Arc<Vec<u8>>>,
+    token: Option<Arc<std::sync::RwLock<Vec<u8>>>>,
+    /// Where the token was read from: read again when a presented token does not match (the
+    /// Secret may have been recreated; the kubelet updates the mounted file).
+    token_file: Option<Arc<TokenFile>>,
     registry: Arc<Registry>,
     health_url: String,
     client: HttpClient<HttpConnector, Empty<Bytes>>,
@@ -46,7 +49,8 @@ impl AdminState {
         registry.register_collector(Box::new(MetricsCollector(recorder.clone())));
         Self {
             recorder,
-            token: token.map(Arc::new),
+            token: token.map(|t| Arc::new(std::sync::RwLock::new(t))),
+            token_file: None,
             registry: Arc::new(registry),
             health_url,
             client: HttpClient::builder(hyper_util::rt::TokioExecutor::new())
@@ -54,6 +58,16 @@ impl AdminState {
             terminating: Arc::new(AtomicBool::new(false)),
             prestop_pause: PRESTOP_PAUSE,
         }
+    }
+
+    /// Reads the token again from `path` when a presented token does not match (at most once
+    /// per [`TOKEN_RELOAD_INTERVAL`]).
+    pub fn with_token_file(mut self, path: std::path::PathBuf) -> Self {
+        self.token_file = Some(Arc::new(TokenFile {
+            path,
+            last_read: std::sync::Mutex::new(None),
+        }));
+        self
     }
 
     /// Shares the proxy's terminating flag, so `/drover/prestop` marks in-flight traffic.
@@ -72,10 +86,59 @@ impl AdminState {
         let Some(token) = &self.token else {
             return true;
         };
-        headers
+        let Some(given) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .is_some_and(|given| bool::from(given.ct_eq(token.as_slice())))
+        else {
+            return false;
+        };
+        let matches = |t: &std::sync::RwLock<Vec<u8>>| {
+            t.read()
+                .map(|t| bool::from(given.ct_eq(t.as_slice())))
+                .unwrap_or(false)
+        };
+        if matches(token) {
+            return true;
+        }
+        // A mismatch may be a recreated Secret: read the file again (rate-limited, so a wrong
+        // token cannot make the monitor read the disk on every request).
+        if let Some(file) = &self.token_file
+            && file.due()
+            && let Ok(fresh) = std::fs::read(&file.path)
+        {
+            let fresh = fresh.trim_ascii().to_vec();
+            if !fresh.is_empty()
+                && let Ok(mut t) = token.write()
+            {
+                *t = fresh;
+            }
+            return matches(token);
+        }
+        false
+    }
+}
+
+/// Least time between two reads of the token file.
+pub const TOKEN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The token file and when it was last read again.
+struct TokenFile {
+    path: std::path::PathBuf,
+    last_read: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl TokenFile {
+    /// Whether a read is allowed now (and, if so, records it).
+    fn due(&self) -> bool {
+        let Ok(mut last) = self.last_read.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        if last.is_some_and(|l| now.duration_since(l) < TOKEN_RELOAD_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 }
 

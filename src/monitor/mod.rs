@@ -270,6 +270,10 @@ pub async fn run(args: MonitorArgs, mut stop: watch::Receiver<bool>) -> anyhow::
         format!("http://{}{}", args.upstream, args.model_health_path),
     )
     .with_terminating(prepared.proxy.terminating.clone());
+    let admin_state = match &args.report_token_file {
+        Some(path) => admin_state.with_token_file(path.clone()),
+        None => admin_state,
+    };
     let admin_stop = stop.clone();
     let admin_task = tokio::spawn(async move {
         let mut stop = admin_stop;

@@ -16,7 +16,7 @@ use super::{Action, Notice, Planner, reason};
 use crate::api::{ConditionStatus, ModelDeploymentStatus, Phase, RolloutPhase, RolloutState};
 use crate::build::service::Selection;
 use crate::build::{self, Child, ChildKind, ChildRef};
-use crate::conditions::{DEGRADED, PROGRESSING, RECONCILING, STALLED};
+use crate::conditions::{self, DEGRADED, PROGRESSING, RECONCILING, REPORTS_AVAILABLE, STALLED};
 use crate::naming;
 use crate::rollout::judgement::Evidence;
 use crate::rollout::machine::{self, BakeLimits, Controls, RevisionRef, Tick, Timing};
@@ -417,6 +417,29 @@ impl Planner<'_> {
         }
         self.status.phase = Some(phase);
         self.status.message = Some(message);
+        // While reports are judged, say whether they arrive, and if not what to do.
+        let collecting = matches!(
+            state.phase,
+            RolloutPhase::Progressing | RolloutPhase::Baking
+        );
+        match (&self.observed.evidence.problem, collecting) {
+            (_, false) => conditions::remove(&mut self.status.conditions, REPORTS_AVAILABLE),
+            (Some(problem), true) => {
+                let message = problem.message(&self.md.name_any());
+                self.condition(
+                    REPORTS_AVAILABLE,
+                    ConditionStatus::False,
+                    problem.reason(),
+                    message,
+                );
+            }
+            (None, true) => self.condition(
+                REPORTS_AVAILABLE,
+                ConditionStatus::True,
+                reason::REPORTS_COLLECTED,
+                "",
+            ),
+        }
         // Judgements happen at scrapes: look again each scrape interval while something runs.
         if matches!(
             state.phase,

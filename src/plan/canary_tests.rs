@@ -689,3 +689,48 @@ fn a_gateway_that_refuses_the_route_degrades_with_its_reason() {
         degraded.message
     );
 }
+
+#[test]
+fn reports_that_do_not_arrive_say_why_once_and_freeze_the_step() {
+    let mut r = Rig::new(STEPS);
+    let (old, new) = (r.old.clone(), r.new.clone());
+    r.step(0, ObservedEvidence::default(), &[&old]);
+    let p = r.step(30, healthy(), &[&old, &new]);
+    let c = conditions::get(&p.status.conditions, crate::conditions::REPORTS_AVAILABLE).unwrap();
+    assert_eq!(c.status, ConditionStatus::True);
+    let unreachable = ObservedEvidence {
+        problem: Some(CollectionProblem::Unreachable {
+            revision: new.clone(),
+            pods: 1,
+        }),
+        ..ObservedEvidence::default()
+    };
+    let p = r.step(30, unreachable.clone(), &[&old, &new]);
+    let c = conditions::get(&p.status.conditions, crate::conditions::REPORTS_AVAILABLE).unwrap();
+    assert_eq!(c.status, ConditionStatus::False);
+    assert_eq!(c.reason, reason::MONITORS_UNREACHABLE);
+    assert!(c.message.contains("9090"), "{}", c.message);
+    assert_eq!(reasons(&p), vec![reason::MONITORS_UNREACHABLE]);
+    assert!(p.notices[0].warning);
+    let p = r.step(30, unreachable, &[&old, &new]);
+    assert!(p.notices.is_empty(), "said once: {:?}", p.notices);
+    assert_eq!(
+        r.rollout().phase,
+        RolloutPhase::Progressing,
+        "frozen, not failed"
+    );
+    let p = r.step(
+        30,
+        ObservedEvidence {
+            problem: Some(CollectionProblem::TokenMissing),
+            ..ObservedEvidence::default()
+        },
+        &[&old, &new],
+    );
+    let missing = p
+        .notices
+        .iter()
+        .find(|n| n.reason == reason::MONITOR_TOKEN_MISSING)
+        .unwrap();
+    assert!(missing.warning && missing.note.contains("fraud-monitor-token"));
+}

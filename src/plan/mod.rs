@@ -90,6 +90,55 @@ pub struct ObservedEvidence {
     pub bake: Option<Report>,
     /// The reference profile the spec names, parsed.
     pub profile: Option<Arc<ReferenceProfile>>,
+    /// Why the last scrape round got no reports, if it did not.
+    pub problem: Option<CollectionProblem>,
+}
+
+/// Why reports could not be collected: something a person can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CollectionProblem {
+    /// Secret `<name>-monitor-token` does not exist (deleted by hand?).
+    TokenMissing,
+    /// The monitors refuse the token (401/403): the Secret changed under running pods.
+    Unauthorized {
+        /// Revision whose pods refused.
+        revision: String,
+    },
+    /// Ready pods exist, none answered.
+    Unreachable {
+        /// Revision whose pods did not answer.
+        revision: String,
+        /// How many ready pods did not answer.
+        pods: usize,
+    },
+}
+
+impl CollectionProblem {
+    /// Stable reason (condition `ReportsAvailable` and the Warning Event).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CollectionProblem::TokenMissing => reason::MONITOR_TOKEN_MISSING,
+            CollectionProblem::Unauthorized { .. } => reason::MONITORS_UNAUTHORIZED,
+            CollectionProblem::Unreachable { .. } => reason::MONITORS_UNREACHABLE,
+        }
+    }
+
+    /// What happened and what to do.
+    pub fn message(&self, model: &str) -> String {
+        match self {
+            CollectionProblem::TokenMissing => format!(
+                "Secret {} is missing: Drover recreates it; monitors read the new token once the kubelet updates their mounted file",
+                naming::monitor_token(model)
+            ),
+            CollectionProblem::Unauthorized { revision } => format!(
+                "the monitors of revision {revision} refuse the token in Secret {}: was it replaced? They read the file again on the next scrape; restart the pods if it persists",
+                naming::monitor_token(model)
+            ),
+            CollectionProblem::Unreachable { revision, pods } => format!(
+                "{pods} ready pod(s) of revision {revision} did not answer on the admin port: check NetworkPolicies admitting the operator to port 9090; the rollout waits (frozen) meanwhile"
+            ),
+        }
+    }
 }
 
 /// One revision Deployment as observed.
@@ -232,6 +281,14 @@ pub mod reason {
     pub const ROUTE_NOT_OWNED: &str = "RouteNotOwned";
     /// A parent Gateway did not accept the route.
     pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
+    /// Reports are collected.
+    pub const REPORTS_COLLECTED: &str = "ReportsCollected";
+    /// The monitor token Secret is missing.
+    pub const MONITOR_TOKEN_MISSING: &str = "MonitorTokenMissing";
+    /// The monitors refuse the token.
+    pub const MONITORS_UNAUTHORIZED: &str = "MonitorsUnauthorized";
+    /// No ready pod of a revision answered.
+    pub const MONITORS_UNREACHABLE: &str = "MonitorsUnreachable";
     /// The new revision did not become ready within `progressDeadline`.
     pub const PROGRESS_DEADLINE: &str = "ProgressDeadlineExceeded";
     /// A new revision's pods are starting.
@@ -451,6 +508,10 @@ impl Planner<'_> {
             self.roll_out_canary(old, valid, stable, &target);
             return;
         }
+        conditions::remove(
+            &mut self.status.conditions,
+            crate::conditions::REPORTS_AVAILABLE,
+        );
         // A finished rollout of the revision asked for is remembered; any other is over.
         self.status.rollout = old
             .rollout
@@ -864,6 +925,29 @@ fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus, canary: boo
             warning: true,
             reason,
             note: message,
+        });
+    }
+    let reports_missing = |s: &ModelDeploymentStatus| {
+        conditions::get(&s.conditions, crate::conditions::REPORTS_AVAILABLE)
+            .filter(|c| c.status == ConditionStatus::False)
+            .map(|c| c.reason.clone())
+    };
+    if let Some(why) = reports_missing(new)
+        && reports_missing(old).as_ref() != Some(&why)
+        && let Some(reason) = [
+            reason::MONITOR_TOKEN_MISSING,
+            reason::MONITORS_UNAUTHORIZED,
+            reason::MONITORS_UNREACHABLE,
+        ]
+        .into_iter()
+        .find(|r| *r == why)
+    {
+        out.push(Notice {
+            warning: true,
+            reason,
+            note: conditions::get(&new.conditions, crate::conditions::REPORTS_AVAILABLE)
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
         });
     }
     let ready = |s: &ModelDeploymentStatus| conditions::is_true(&s.conditions, READY);
