@@ -242,18 +242,38 @@ impl Collector {
         answers: Vec<(String, Report)>,
         unanswered: usize,
     ) -> Vec<Recorded> {
-        let Ok(mut models) = self.models.lock() else {
-            return Vec::new();
-        };
-        let model = models.entry(uid.to_string()).or_default();
-        let window = model.revisions.entry(revision.to_string()).or_default();
         let answered = answers.len();
         let outcomes = answers
             .into_iter()
-            .map(|(pod, report)| window.record(&pod, report))
+            .filter_map(|(pod, report)| self.record(uid, revision, &pod, report))
             .collect();
-        window.end_round(present, answered, unanswered);
+        self.end_round(uid, revision, present, answered, unanswered);
         outcomes
+    }
+
+    /// Records the report `pod` of `uid`'s `revision` answered (as it arrives: the parsed
+    /// report is dropped at once, only its compact form is kept).
+    pub fn record(&self, uid: &str, revision: &str, pod: &str, report: Report) -> Option<Recorded> {
+        let mut models = self.models.lock().ok()?;
+        let model = models.entry(uid.to_string()).or_default();
+        let window = model.revisions.entry(revision.to_string()).or_default();
+        Some(window.record(pod, report))
+    }
+
+    /// Ends a round of `uid`'s `revision` (see [`RevisionWindow::end_round`]).
+    pub fn end_round(
+        &self,
+        uid: &str,
+        revision: &str,
+        present: &[&str],
+        answered: usize,
+        unanswered: usize,
+    ) {
+        if let Ok(mut models) = self.models.lock() {
+            let model = models.entry(uid.to_string()).or_default();
+            let window = model.revisions.entry(revision.to_string()).or_default();
+            window.end_round(present, answered, unanswered);
+        }
     }
 
     /// Forgets revisions of `uid` not in `keep`, and ModelDeployments not in `alive`.
@@ -292,6 +312,13 @@ impl Collector {
     pub fn set_problem(&self, uid: &str, problem: Option<CollectionProblem>) {
         if let Ok(mut models) = self.models.lock() {
             models.entry(uid.to_string()).or_default().problem = problem;
+        }
+    }
+
+    /// Remembers the token of `uid` (as if read from its Secret; benchmarks and tests).
+    pub fn remember_token(&self, uid: &str, token: &str) {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.insert(uid.to_string(), token.to_string());
         }
     }
 
@@ -439,30 +466,36 @@ impl CollectLoop {
             })
             .collect();
         let port = self.settings.admin_port;
-        let results: Vec<(usize, String, Result<Report, ScrapeFailure>)> =
-            futures::stream::iter(requests)
-                .map(|(job, pod, token)| {
-                    let scraper = scraper.clone();
-                    async move {
-                        let r = scraper.fetch(pod.ip, port, &token).await;
-                        (job, pod.name, r)
-                    }
-                })
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .collect()
-                .await;
-        let mut per_job: Vec<(Vec<(String, Report)>, usize)> =
-            jobs.iter().map(|_| (Vec::new(), 0)).collect();
+        let mut results = futures::stream::iter(requests)
+            .map(|(job, pod, token)| {
+                let scraper = scraper.clone();
+                async move {
+                    let r = scraper.fetch(pod.ip, port, &token).await;
+                    (job, pod.name, r)
+                }
+            })
+            .buffer_unordered(self.settings.concurrency.max(1));
+        let mut answered = vec![0usize; jobs.len()];
+        let mut unanswered = vec![0usize; jobs.len()];
         let mut problems: BTreeMap<String, Option<CollectionProblem>> = BTreeMap::new();
         let mut stale_token = Vec::new();
-        for (job, pod, result) in results {
-            let Some(slot) = per_job.get_mut(job) else {
+        while let Some((job, pod, result)) = results.next().await {
+            let Some((uid, revision, _, _)) = jobs.get(job) else {
                 continue;
             };
             match result {
                 Ok(report) => {
                     self.metrics.scraped("ok");
-                    slot.0.push((pod, report));
+                    if let Some(n) = answered.get_mut(job) {
+                        *n += 1;
+                    }
+                    match self.collector.record(uid, revision, &pod, report) {
+                        Some(Recorded::Restarted) => self.metrics.scraped("restarted"),
+                        Some(Recorded::Rejected(why)) => {
+                            warn!(revision, why, "report not combinable with the window")
+                        }
+                        _ => {}
+                    }
                 }
                 Err(failure) => {
                     self.metrics.scraped(failure.as_str());
@@ -470,28 +503,23 @@ impl CollectLoop {
                     if failure == ScrapeFailure::Unauthorized {
                         stale_token.push(job);
                     }
-                    slot.1 += 1;
+                    if let Some(n) = unanswered.get_mut(job) {
+                        *n += 1;
+                    }
                 }
             }
         }
+        drop(results);
         for (job, (uid, revision, pods, _)) in jobs.iter().enumerate() {
             let present: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
-            let (answers, unanswered) = per_job
-                .get_mut(job)
-                .map(|s| (std::mem::take(&mut s.0), s.1))
-                .unwrap_or_default();
-            for outcome in self
-                .collector
-                .record_round(uid, revision, &present, answers, unanswered)
-            {
-                match outcome {
-                    Recorded::Restarted => self.metrics.scraped("restarted"),
-                    Recorded::Rejected(why) => {
-                        warn!(revision, why, "report not combinable with the window")
-                    }
-                    Recorded::New | Recorded::Updated => {}
-                }
-            }
+            let unanswered = unanswered.get(job).copied().unwrap_or(0);
+            self.collector.end_round(
+                uid,
+                revision,
+                &present,
+                answered.get(job).copied().unwrap_or(0),
+                unanswered,
+            );
             if stale_token.contains(&job)
                 && let Ok(mut tokens) = self.collector.tokens.lock()
             {

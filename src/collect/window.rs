@@ -24,21 +24,56 @@ pub enum Recorded {
     Rejected(String),
 }
 
+/// A report kept as its JSON (a few KB; the parsed form, with its histograms and sketch, is
+/// several times larger) and the counters that tell a restart.
+#[derive(Clone, Debug)]
+struct Stored {
+    body: Box<[u8]>,
+    instance: String,
+    requests: u64,
+    rows: u64,
+}
+
+impl Stored {
+    fn of(report: &Report) -> Self {
+        Self {
+            body: serde_json::to_vec(report)
+                .unwrap_or_default()
+                .into_boxed_slice(),
+            instance: report.instance.clone(),
+            requests: report.requests.total(),
+            rows: report.rows,
+        }
+    }
+
+    fn parse(&self) -> Option<Report> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// Whether `next` continues this report (same monitor process, counters not backwards).
+    fn continued_by(&self, next: &Report) -> bool {
+        next.instance == self.instance
+            && next.requests.total() >= self.requests
+            && next.rows >= self.rows
+    }
+}
+
 /// One pod's reports.
 #[derive(Clone, Debug)]
 struct PodReports {
-    latest: Report,
+    latest: Stored,
     /// The report when the window opened; `None`: the pod's monitor started within the window,
     /// so everything it reports belongs to the window.
-    baseline: Option<Report>,
+    baseline: Option<Stored>,
 }
 
 impl PodReports {
-    fn contribution(&self) -> Report {
-        match &self.baseline {
-            Some(b) => self.latest.delta(b).unwrap_or_else(|_| self.latest.clone()),
-            None => self.latest.clone(),
-        }
+    fn contribution(&self) -> Option<Report> {
+        let latest = self.latest.parse()?;
+        Some(match self.baseline.as_ref().and_then(Stored::parse) {
+            Some(b) => latest.delta(&b).unwrap_or(latest),
+            None => latest,
+        })
     }
 }
 
@@ -58,35 +93,31 @@ pub struct RevisionWindow {
 impl RevisionWindow {
     /// Records the report `pod` answered.
     pub fn record(&mut self, pod: &str, report: Report) -> Recorded {
+        let stored = Stored::of(&report);
         let Some(known) = self.pods.get_mut(pod) else {
             // A pod first seen after the window opened: its monitor may have served before
             // (the operator restarted, the pod just became ready); only what follows counts.
-            let baseline = Some(report.clone());
             self.pods.insert(
                 pod.to_string(),
                 PodReports {
-                    latest: report,
-                    baseline,
+                    latest: stored.clone(),
+                    baseline: Some(stored),
                 },
             );
             return Recorded::New;
         };
-        match report.delta(&known.latest) {
-            Ok(_) => {
-                known.latest = report;
-                Recorded::Updated
-            }
-            Err(_) => {
-                // A restarted monitor: keep what the old instance contributed, count the new
-                // one from zero (it has seen nothing before it started).
-                let gone = known.contribution();
-                known.latest = report;
-                known.baseline = None;
-                match self.retire(gone) {
-                    Ok(()) => Recorded::Restarted,
-                    Err(e) => Recorded::Rejected(e),
-                }
-            }
+        if known.latest.continued_by(&report) {
+            known.latest = stored;
+            return Recorded::Updated;
+        }
+        // A restarted monitor: keep what the old instance contributed, count the new one from
+        // zero (it has seen nothing before it started).
+        let gone = known.contribution();
+        known.latest = stored;
+        known.baseline = None;
+        match gone.map(|g| self.retire(g)) {
+            Some(Ok(())) | None => Recorded::Restarted,
+            Some(Err(e)) => Recorded::Rejected(e),
         }
     }
 
@@ -100,8 +131,8 @@ impl RevisionWindow {
             .cloned()
             .collect();
         for pod in gone {
-            if let Some(p) = self.pods.remove(&pod) {
-                let _ = self.retire(p.contribution());
+            if let Some(c) = self.pods.remove(&pod).and_then(|p| p.contribution()) {
+                let _ = self.retire(c);
             }
         }
         self.answered = answered;
@@ -130,7 +161,7 @@ impl RevisionWindow {
         if self.answered == 0 {
             return None;
         }
-        let mut parts = self.pods.values().map(PodReports::contribution);
+        let mut parts = self.pods.values().filter_map(PodReports::contribution);
         let first = self.retired.clone().or_else(|| parts.next())?;
         parts.try_fold(first, |acc, p| acc.merge(&p).ok())
     }
