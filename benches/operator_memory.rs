@@ -1417,10 +1417,28 @@ async fn measure(models: usize, cli: &Cli, user: &[String]) -> anyhow::Result<Ro
     let serving = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
+    // DROVER_BENCH_WRAP (e.g. `heaptrack -o /tmp/op`) runs the child under a profiler; the
+    // memory columns are then the wrapper's, only the profile counts.
+    let exe = std::env::current_exe()?;
+    let wrap = std::env::var("DROVER_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = command
         .args(&args[1..])
         .env("DROVER_BENCH_ROLE", "operator")
         .env("DROVER_BENCH_API", format!("http://{api}"))
+        // As in the image (Dockerfile), unless the caller chose otherwise.
+        .env(
+            "MALLOC_ARENA_MAX",
+            std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -1560,7 +1578,8 @@ async fn driver(cli: Cli, user: Vec<String>) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "Drover operator memory: real watches/reflectors/controller in a child process, system allocator, fake API on 127.0.0.1"
+        "Drover operator memory: real watches/reflectors/controller in a child process, MALLOC_ARENA_MAX={}, fake API on 127.0.0.1",
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into())
     );
     println!(
         "per model: 1 ModelDeployment, 2 Deployments (1 owned settled revision + 1 older revision owned by an earlier uid, skipped by is_child), 1 Service, 1 HPA; served but not watched: 4 Pods, 1 monitor-token Secret"
