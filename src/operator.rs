@@ -224,6 +224,11 @@ pub async fn run_with_client(
     Ok(())
 }
 
+/// Objects per list page. A page is parsed whole before `.modify()` strips anything: with kube's
+/// default of 500, a page of Deployments with their managedFields and pod templates (~70 KB each
+/// once parsed) was the operator's peak.
+const LIST_PAGE: u32 = 100;
+
 type Synced = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// One controller over one namespace (or all): watches, stores and the reconcile loop.
@@ -251,12 +256,13 @@ fn scope_controller(
     }
     let children = watcher::Config::default()
         .labels(MANAGED_SELECTOR)
-        .any_semantic();
+        .any_semantic()
+        .page_size(LIST_PAGE);
 
     let (md_reader, md_writer) = reflector::store::<DeserializeGuard<ModelDeployment>>();
     let models = watcher(
         api::<DeserializeGuard<ModelDeployment>>(&client, &scope),
-        watcher::Config::default().any_semantic(),
+        watcher::Config::default().any_semantic().page_size(LIST_PAGE),
     )
     .default_backoff()
     .modify(|m| m.managed_fields_mut().clear())
