@@ -64,6 +64,7 @@ use clap::Parser;
 use drover::api::ModelDeployment;
 use drover::build::{self, Child};
 use drover::controller;
+use drover::controller::cached::{CachedAutoscaler, CachedDeployment, CachedService};
 use drover::naming::{ANNOTATION_SPEC_HASH, LABEL_MODEL, LABEL_REVISION};
 use drover::operator::OperatorArgs;
 use drover::plan::{self, Action, Observed, ObservedAutoscaler, ObservedService, ReferenceState};
@@ -813,6 +814,25 @@ struct Children {
     autoscaler: Option<HorizontalPodAutoscaler>,
 }
 
+impl Children {
+    /// What the operator's stores keep of them.
+    fn cached(&self) -> Cached {
+        Cached {
+            deployments: self.deployments.iter().map(Into::into).collect(),
+            service: self.service.as_ref().map(Into::into),
+            autoscaler: self.autoscaler.as_ref().map(Into::into),
+        }
+    }
+}
+
+/// Children as the operator caches them (src/controller/cached.rs).
+#[derive(Default)]
+struct Cached {
+    deployments: Vec<CachedDeployment>,
+    service: Option<CachedService>,
+    autoscaler: Option<CachedAutoscaler>,
+}
+
 /// Same test as the controller's (private) `is_child`.
 fn is_child<K: Resource>(md: &ModelDeployment, obj: &K) -> bool {
     let uid = md.meta().uid.as_deref();
@@ -829,7 +849,7 @@ fn spec_hash<K: Resource>(obj: &K) -> Option<String> {
 }
 
 /// What `controller::observe` builds from the stores.
-fn observe(md: &ModelDeployment, c: &Children) -> Observed {
+fn observe(md: &ModelDeployment, c: &Cached) -> Observed {
     Observed {
         revisions: c
             .deployments
@@ -868,7 +888,12 @@ fn observe(md: &ModelDeployment, c: &Children) -> Observed {
 fn settle(md: &mut ModelDeployment, replicas: i32, now: Timestamp, seed: u64) -> Children {
     let mut c = Children::default();
     for round in 0..6 {
-        let p = plan::plan(md, &observe(md, &c), &plan::Settings::default(), now);
+        let p = plan::plan(
+            md,
+            &observe(md, &c.cached()),
+            &plan::Settings::default(),
+            now,
+        );
         if p.actions.is_empty() && md.status.as_ref() == Some(&p.status) {
             break;
         }
@@ -1222,7 +1247,8 @@ fn model_objects(i: usize, now: Timestamp) -> (Vec<(Kind, Value)>, Result<(), St
     (out, check)
 }
 
-/// The planner, run on the objects as the operator will decode them, asks for nothing.
+/// The planner, run on the objects as the operator will decode them (children straight into the
+/// cached slices), asks for nothing.
 fn quiet(objects: &[(Kind, Value)], now: Timestamp) -> Result<(), String> {
     let decode = |kind: Kind| {
         objects
@@ -1234,7 +1260,7 @@ fn quiet(objects: &[(Kind, Value)], now: Timestamp) -> Result<(), String> {
         .next()
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .ok_or("no ModelDeployment")?;
-    let c = Children {
+    let c = Cached {
         deployments: decode(Kind::Deployment)
             .filter_map(|v| serde_json::from_value(v.clone()).ok())
             .collect(),

@@ -5,10 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, future};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
@@ -21,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, Health};
 use crate::api::{ModelDeployment, Phase};
+use crate::controller::cached::{CachedAutoscaler, CachedDeployment, CachedService};
 use crate::controller::{self, Context, Stores};
 use crate::leader::{LeaderElector, LeaseTiming, WriteGate};
 use crate::metrics::Metrics;
@@ -224,9 +222,9 @@ pub async fn run_with_client(
     Ok(())
 }
 
-/// Objects per list page. A page is parsed whole before `.modify()` strips anything: with kube's
-/// default of 500, a page of Deployments with their managedFields and pod templates (~70 KB each
-/// once parsed) was the operator's peak.
+/// Objects per list page. A page is held whole while it is parsed: its response text, then all
+/// its objects (ModelDeployments with their managedFields, which `.modify()` strips only
+/// afterwards). With kube's default of 500 that transient was the operator's peak.
 const LIST_PAGE: u32 = 100;
 
 type Synced = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -262,7 +260,9 @@ fn scope_controller(
     let (md_reader, md_writer) = reflector::store::<DeserializeGuard<ModelDeployment>>();
     let models = watcher(
         api::<DeserializeGuard<ModelDeployment>>(&client, &scope),
-        watcher::Config::default().any_semantic().page_size(LIST_PAGE),
+        watcher::Config::default()
+            .any_semantic()
+            .page_size(LIST_PAGE),
     )
     .default_backoff()
     .modify(|m| m.managed_fields_mut().clear())
@@ -275,29 +275,21 @@ fn scope_controller(
         Default::default(),
     );
 
-    let (dep_reader, dep_writer) = reflector::store::<Deployment>();
-    let deployments = watcher(api::<Deployment>(&client, &scope), children.clone())
+    // Children are parsed straight into the slices `observe` reads (src/controller/cached.rs):
+    // managedFields, pod templates and foreign annotations are never allocated.
+    let (dep_reader, dep_writer) = reflector::store::<CachedDeployment>();
+    let deployments = watcher(api::<CachedDeployment>(&client, &scope), children.clone())
         .default_backoff()
-        .modify(|d| {
-            // Drover never reads a revision's pod template back (it is immutable per revision);
-            // dropping it and managedFields keeps the cache small.
-            d.managed_fields_mut().clear();
-            if let Some(spec) = d.spec.as_mut() {
-                spec.template = Default::default();
-            }
-        })
         .reflect(dep_writer)
         .touched_objects();
-    let (svc_reader, svc_writer) = reflector::store::<Service>();
-    let services = watcher(api::<Service>(&client, &scope), children.clone())
+    let (svc_reader, svc_writer) = reflector::store::<CachedService>();
+    let services = watcher(api::<CachedService>(&client, &scope), children.clone())
         .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
         .reflect(svc_writer)
         .touched_objects();
-    let (hpa_reader, hpa_writer) = reflector::store::<HorizontalPodAutoscaler>();
-    let autoscalers = watcher(api::<HorizontalPodAutoscaler>(&client, &scope), children)
+    let (hpa_reader, hpa_writer) = reflector::store::<CachedAutoscaler>();
+    let autoscalers = watcher(api::<CachedAutoscaler>(&client, &scope), children)
         .default_backoff()
-        .modify(|h| h.managed_fields_mut().clear())
         .reflect(hpa_writer)
         .touched_objects();
 

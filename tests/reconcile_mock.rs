@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use drover::api::ModelDeployment;
 use drover::build::{self, Child};
+use drover::controller::cached::{CachedAutoscaler, CachedDeployment, CachedService};
 use drover::controller::{self, Context, Stores};
 use drover::leader::WriteGate;
 use drover::metrics::Metrics;
@@ -16,6 +17,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::client::Body;
 use kube::core::error_boundary::DeserializeGuard;
@@ -114,9 +116,9 @@ fn mock_client(md: &ModelDeployment, script: Script) -> (Client, Log) {
 
 struct Harness {
     ctx: Arc<Context>,
-    deployments: Writer<Deployment>,
-    services: Writer<Service>,
-    autoscalers: Writer<HorizontalPodAutoscaler>,
+    deployments: Writer<CachedDeployment>,
+    services: Writer<CachedService>,
+    autoscalers: Writer<CachedAutoscaler>,
 }
 
 fn at(secs: i64) -> Timestamp {
@@ -128,12 +130,12 @@ fn harness(client: Client, gate: WriteGate) -> Harness {
     let (services_r, mut services) = reflector::store();
     let (autoscalers_r, mut autoscalers) = reflector::store();
     // The watches have listed (nothing yet): the stores are ready.
-    deployments.apply_watcher_event(&watcher::Event::<Deployment>::Init);
-    deployments.apply_watcher_event(&watcher::Event::<Deployment>::InitDone);
-    services.apply_watcher_event(&watcher::Event::<Service>::Init);
-    services.apply_watcher_event(&watcher::Event::<Service>::InitDone);
-    autoscalers.apply_watcher_event(&watcher::Event::<HorizontalPodAutoscaler>::Init);
-    autoscalers.apply_watcher_event(&watcher::Event::<HorizontalPodAutoscaler>::InitDone);
+    deployments.apply_watcher_event(&watcher::Event::<CachedDeployment>::Init);
+    deployments.apply_watcher_event(&watcher::Event::<CachedDeployment>::InitDone);
+    services.apply_watcher_event(&watcher::Event::<CachedService>::Init);
+    services.apply_watcher_event(&watcher::Event::<CachedService>::InitDone);
+    autoscalers.apply_watcher_event(&watcher::Event::<CachedAutoscaler>::Init);
+    autoscalers.apply_watcher_event(&watcher::Event::<CachedAutoscaler>::InitDone);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -201,14 +203,15 @@ fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
             match action {
                 Action::Apply(Child::Deployment(d)) => {
                     let d = ready(d.as_ref().clone(), replicas);
-                    h.deployments.apply_watcher_event(&watcher::Event::Apply(d));
+                    h.deployments
+                        .apply_watcher_event(&watcher::Event::Apply((&d).into()));
                 }
                 Action::Apply(Child::Service(s)) => h
                     .services
-                    .apply_watcher_event(&watcher::Event::Apply(s.as_ref().clone())),
+                    .apply_watcher_event(&watcher::Event::Apply(s.as_ref().into())),
                 Action::Apply(Child::Autoscaler(a)) => h
                     .autoscalers
-                    .apply_watcher_event(&watcher::Event::Apply(a.as_ref().clone())),
+                    .apply_watcher_event(&watcher::Event::Apply(a.as_ref().into())),
                 Action::Scale { .. } | Action::Delete(_) => {}
             }
         }
@@ -229,9 +232,7 @@ fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
                 .state()
                 .first()
                 .map(|s| plan::ObservedService {
-                    spec_hash: Child::Service(Box::new(s.as_ref().clone()))
-                        .spec_hash()
-                        .map(str::to_string),
+                    spec_hash: spec_hash(&s.metadata),
                     serving_revision:
                         s.spec.as_ref().unwrap().selector.as_ref().unwrap()["drover.dev/revision"]
                             .clone()
@@ -239,15 +240,20 @@ fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
                 }),
             autoscaler: h.ctx.stores.autoscalers.state().first().map(|a| {
                 plan::ObservedAutoscaler {
-                    spec_hash: Child::Autoscaler(Box::new(a.as_ref().clone()))
-                        .spec_hash()
-                        .map(str::to_string),
+                    spec_hash: spec_hash(&a.metadata),
                     target: a.spec.as_ref().unwrap().scale_target_ref.name.clone(),
                 }
             }),
             reference: plan::ReferenceState::NotReferenced,
         };
     }
+}
+
+/// `drover.dev/spec-hash` of a cached child.
+fn spec_hash(meta: &ObjectMeta) -> Option<String> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(drover::naming::ANNOTATION_SPEC_HASH).cloned())
 }
 
 async fn reconcile(
@@ -449,7 +455,7 @@ async fn a_new_revision_under_an_hpa_starts_at_stables_replicas_and_the_hpa_move
     md.status = Some(serde_json::from_value(w.last().unwrap().body["status"].clone()).unwrap());
     let built = build::deployment::build(&md, &new, None, plan::DEFAULT_MONITOR_IMAGE);
     h.deployments
-        .apply_watcher_event(&watcher::Event::Apply(ready(built, 5)));
+        .apply_watcher_event(&watcher::Event::Apply((&ready(built, 5)).into()));
     log.lock().unwrap().clear();
     reconcile(&h, &md).await.unwrap();
     let w = writes(&log);
@@ -565,9 +571,10 @@ async fn a_stale_cache_does_not_repeat_notices() {
     let rev = revision_of(&md.spec);
     let built = build::deployment::build(&md, &rev, Some(1), plan::DEFAULT_MONITOR_IMAGE);
     h.deployments
-        .apply_watcher_event(&watcher::Event::Apply(built));
-    h.services
-        .apply_watcher_event(&watcher::Event::Apply(build::service::build(&md, &rev)));
+        .apply_watcher_event(&watcher::Event::Apply((&built).into()));
+    h.services.apply_watcher_event(&watcher::Event::Apply(
+        (&build::service::build(&md, &rev)).into(),
+    ));
     log.lock().unwrap().clear();
     reconcile(&h, &md).await.unwrap();
     let seen = log.lock().unwrap().clone();
