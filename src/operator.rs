@@ -11,14 +11,14 @@ use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, Health};
 use crate::api::{ModelDeployment, Phase};
-use crate::controller::cached::{CachedAutoscaler, CachedDeployment, CachedService};
+use crate::controller::cached::{self, CachedAutoscaler, CachedDeployment, CachedService};
 use crate::controller::{self, Context, Stores};
 use crate::leader::{LeaderElector, LeaseTiming, WriteGate};
 use crate::metrics::Metrics;
@@ -265,7 +265,7 @@ fn scope_controller(
             .page_size(LIST_PAGE),
     )
     .default_backoff()
-    .modify(|m| m.managed_fields_mut().clear())
+    .modify(cached::strip_model)
     .reflect(md_writer)
     .applied_objects()
     // Status writes do not bump generation and must not retrigger; controls are annotations,

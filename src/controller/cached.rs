@@ -18,6 +18,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 use serde::{Deserialize, Deserializer};
 
+/// kubectl's copy of the last applied object: as large as the spec, never read back.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Annotations under this prefix are kept (the spec hash, the monitor image); the others (e.g.
 /// kubectl's last-applied-configuration) are dropped.
 const KEPT_ANNOTATIONS: &str = "drover.dev/";
@@ -119,6 +122,17 @@ pub struct ScaleTarget {
 pub struct TargetName {
     /// `name`.
     pub name: String,
+}
+
+/// What a cached ModelDeployment drops (it is kept whole otherwise, and parsed by kube's
+/// `DeserializeGuard`): managedFields and kubectl's last-applied copy. Drover's control
+/// annotations stay, the watch's annotation predicate needs them.
+pub fn strip_model<K: Resource>(md: &mut K) {
+    let meta = md.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// The metadata fields anything reads back: identity, resourceVersion (the watcher resumes from
@@ -395,6 +409,24 @@ mod tests {
         let parsed: CachedAutoscaler = serde_json::from_value(hpa).unwrap();
         assert_eq!(CachedAutoscaler::from(&full), parsed);
         assert_eq!(parsed.spec.unwrap().scale_target_ref.name, "fraud-abc");
+    }
+
+    #[test]
+    fn a_cached_model_keeps_its_control_annotations() {
+        let mut md: crate::api::ModelDeployment = serde_json::from_value(json!({
+            "apiVersion": "drover.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "fraud", "namespace": "ml", "annotations": {
+                LAST_APPLIED: "{\"spec\": {}}", "drover.dev/pause": "true"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
+            "spec": {"model": {"version": "1.0.0", "image": "i:1"}}
+        }))
+        .unwrap();
+        strip_model(&mut md);
+        assert!(md.metadata.managed_fields.is_none());
+        assert_eq!(
+            md.metadata.annotations.unwrap().keys().collect::<Vec<_>>(),
+            ["drover.dev/pause"]
+        );
     }
 
     #[test]
