@@ -139,7 +139,7 @@ fn operator_role(cli: Cli) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     // Same runtime as `drover operator` (src/main.rs).
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = drover::operator::runtime(cli.operator.threads)?;
     runtime.block_on(async move {
         let client = kube::Client::try_from(kube::Config::new(url.parse()?))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
