@@ -2,7 +2,10 @@
 //! through the real watch → reflector → controller path.
 //!
 //! `cargo bench --bench operator_memory` (flags after `--`: `--models 0,100,1000`,
-//! `--children-first`, `--timeout 60`, and every `drover operator` flag, e.g. `--concurrency 4`).
+//! `--children-first`, `--timeout 60`, and every `drover operator` flag, e.g. `--concurrency 4`,
+//! `--threads 2`). The child runs with `MALLOC_ARENA_MAX=2` as in the image (set it to measure
+//! otherwise); `DROVER_BENCH_WRAP="heaptrack -o /tmp/op"` runs it under a profiler (the memory
+//! columns are then the wrapper's: read the profile).
 //!
 //! The bench process is the driver and the fake Kubernetes API server (axum on 127.0.0.1). For
 //! every model count it re-executes itself with `DROVER_BENCH_ROLE=operator`: that child runs
@@ -29,7 +32,8 @@
 //! * 1 monitor-token Secret, answered to the operator's GET (not watched either).
 //!
 //! Every object carries managedFields of several managers (nested fieldsV1 derived from the
-//! object, 0.5–5 KB). Lists honour `limit`/`continue` (kube sends `limit=500` and then drops the
+//! object, 0.5–5 KB). Lists honour `limit`/`continue` (kube sends the operator's page size,
+//! `limit=100`, and then drops the
 //! `resourceVersion=0` of `any_semantic()`), except `resourceVersion=0` lists, which a 1.33
 //! API server answers whole from its watch cache. Watches get one BOOKMARK and are then held
 //! open; `sendInitialEvents=true` (streaming lists) gets ADDED events and the
@@ -47,6 +51,27 @@
 //! * The `synced` task and the Controller both await the ModelDeployment store's readiness;
 //!   kube-runtime's `DelayedInit` keeps one waker, so when that store is ready last (e.g. with
 //!   `--children-first`), `synced` is never woken: `/readyz` stays 503 and the stop hangs.
+//!
+//! Memory at 1,000 models (`--models 0,1000`, MALLOC_ARENA_MAX=2, 2-core machine; ranges over
+//! 3–5 runs, the interleaving of the four concurrent initial lists moves the peak):
+//! * before: VmRSS 110–169 MiB (VmHWM the same), 13.5 MiB at 0 models. heaptrack: peak heap
+//!   79 MiB, of which 36 MiB was one list page of 500 Deployments being parsed (managedFields
+//!   parsed as `serde_json::Value` alone ~50 KB per Deployment; `.modify()` strips only after the
+//!   whole page is parsed) and 5 MiB that page's response text;
+//! * list pages of 100 (`LIST_PAGE`, src/operator.rs): 71–78 MiB;
+//! * children parsed straight into the slices `observe` reads (src/controller/cached.rs): 45–49
+//!   MiB; with pages of 500 it would be 68–71 MiB, so both changes count;
+//! * kubectl's last-applied-configuration dropped from cached ModelDeployments: within noise;
+//! * the current-thread runtime (`--threads 1`, the default now): 42–43 MiB (VmHWM 43–44);
+//!   2, 8 or 16 workers measure alike, 46–48 MiB;
+//! * measured and not kept: streaming lists (`sendInitialEvents`) 41.4–41.8 MiB, i.e. 1 MiB for
+//!   a dependency on the API server's WatchList feature; mimalloc 81–85 MiB with its defaults,
+//!   45 MiB with `MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0`; malloc_trim after the
+//!   sync (the trimmed column) gives back 0.5–1.5 MiB, glibc keeps little free heap now.
+//! * what is left (heaptrack, peak heap 27 MiB): the ModelDeployment store ~10 MiB (a
+//!   `DeserializeGuard<ModelDeployment>` is ~4.9 KB inline before its heap), the child stores
+//!   ~8 MiB (inline `ObjectMeta`, labels, owner references), hyper's read buffers while lists
+//!   stream ~4 MiB. At 0 models RSS is mostly the mapped binary (RssAnon 1.4 MiB).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -1611,7 +1636,7 @@ async fn driver(cli: Cli, user: Vec<String>) -> anyhow::Result<()> {
         "per model: 1 ModelDeployment, 2 Deployments (1 owned settled revision + 1 older revision owned by an earlier uid, skipped by is_child), 1 Service, 1 HPA; served but not watched: 4 Pods, 1 monitor-token Secret"
     );
     println!(
-        "lists: limit/continue honoured (kube sends limit=500 and drops any_semantic's resourceVersion=0 then); watches: 1 BOOKMARK, then held open; ModelDeployment list {}",
+        "lists: limit/continue honoured (the operator sends limit=100, and kube then drops any_semantic's resourceVersion=0); watches: 1 BOOKMARK, then held open; ModelDeployment list {}",
         if cli.children_first {
             "held until the child watches run (--children-first)"
         } else {
