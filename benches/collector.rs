@@ -242,12 +242,10 @@ fn main() {
             for p in 0..per_model {
                 let i = m * per_model + p;
                 let revision = if p % 2 == 0 { new.as_str() } else { "old" };
-                pod_writer.apply_watcher_event(&watcher::Event::Apply(pod(
-                    format!("m{m}-{p}"),
-                    &format!("m{m}"),
-                    revision,
-                    pod_ip(i),
-                )));
+                let pod = pod(format!("m{m}-{p}"), &format!("m{m}"), revision, pod_ip(i));
+                pod_writer.apply_watcher_event(&watcher::Event::Apply(
+                    drover::controller::cached::CachedPod::from(&pod),
+                ));
             }
             collector.remember_token(&format!("uid-{m}"), TOKEN);
             md_writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(md.clone()))));

@@ -2,7 +2,10 @@
 //! through the real watch → reflector → controller path.
 //!
 //! `cargo bench --bench operator_memory` (flags after `--`: `--models 0,100,1000`,
-//! `--children-first`, `--timeout 60`, and every `drover operator` flag, e.g. `--concurrency 4`).
+//! `--children-first`, `--timeout 60`, and every `drover operator` flag, e.g. `--concurrency 4`,
+//! `--threads 2`). The child runs with `MALLOC_ARENA_MAX=2` as in the image (set it to measure
+//! otherwise); `DROVER_BENCH_WRAP="heaptrack -o /tmp/op"` runs it under a profiler (the memory
+//! columns are then the wrapper's: read the profile).
 //!
 //! The bench process is the driver and the fake Kubernetes API server (axum on 127.0.0.1). For
 //! every model count it re-executes itself with `DROVER_BENCH_ROLE=operator`: that child runs
@@ -24,12 +27,14 @@
 //!   not yet garbage-collected). `is_child()` skips that one, so the planner does not delete it
 //!   and the run stays write-free, yet it is in the watch cache like any labelled Deployment;
 //! * 1 Service and 1 HorizontalPodAutoscaler (with status), as the planner built them;
-//! * 4 Pods (2 per Deployment), served on `/api/v1/pods` but not watched: Drover has no pod
-//!   watch yet, so they cost the operator nothing today;
-//! * 1 monitor-token Secret, answered to the operator's GET (not watched either).
+//! * 4 Pods (2 per Deployment), watched like the children (the collector's scrape targets,
+//!   cached lean: labels, readiness, IPs);
+//! * 1 monitor-token Secret, answered to the operator's GET (not watched), and the
+//!   NetworkPolicy, answered to the one GET per resync that reads it back.
 //!
 //! Every object carries managedFields of several managers (nested fieldsV1 derived from the
-//! object, 0.5–5 KB). Lists honour `limit`/`continue` (kube sends `limit=500` and then drops the
+//! object, 0.5–5 KB). Lists honour `limit`/`continue` (kube sends the operator's page size,
+//! `limit=100`, and then drops the
 //! `resourceVersion=0` of `any_semantic()`), except `resourceVersion=0` lists, which a 1.33
 //! API server answers whole from its watch cache. Watches get one BOOKMARK and are then held
 //! open; `sendInitialEvents=true` (streaming lists) gets ADDED events and the
@@ -47,6 +52,27 @@
 //! * The `synced` task and the Controller both await the ModelDeployment store's readiness;
 //!   kube-runtime's `DelayedInit` keeps one waker, so when that store is ready last (e.g. with
 //!   `--children-first`), `synced` is never woken: `/readyz` stays 503 and the stop hangs.
+//!
+//! Memory at 1,000 models (`--models 0,1000`, MALLOC_ARENA_MAX=2, 2-core machine; ranges over
+//! 3–5 runs, the interleaving of the four concurrent initial lists moves the peak):
+//! * before: VmRSS 110–169 MiB (VmHWM the same), 13.5 MiB at 0 models. heaptrack: peak heap
+//!   79 MiB, of which 36 MiB was one list page of 500 Deployments being parsed (managedFields
+//!   parsed as `serde_json::Value` alone ~50 KB per Deployment; `.modify()` strips only after the
+//!   whole page is parsed) and 5 MiB that page's response text;
+//! * list pages of 100 (`LIST_PAGE`, src/operator.rs): 71–78 MiB;
+//! * children parsed straight into the slices `observe` reads (src/controller/cached.rs): 45–49
+//!   MiB; with pages of 500 it would be 68–71 MiB, so both changes count;
+//! * kubectl's last-applied-configuration dropped from cached ModelDeployments: within noise;
+//! * the current-thread runtime (`--threads 1`, the default now): 42–43 MiB (VmHWM 43–44);
+//!   2, 8 or 16 workers measure alike, 46–48 MiB;
+//! * measured and not kept: streaming lists (`sendInitialEvents`) 41.4–41.8 MiB, i.e. 1 MiB for
+//!   a dependency on the API server's WatchList feature; mimalloc 81–85 MiB with its defaults,
+//!   45 MiB with `MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0`; malloc_trim after the
+//!   sync (the trimmed column) gives back 0.5–1.5 MiB, glibc keeps little free heap now.
+//! * what is left (heaptrack, peak heap 27 MiB): the ModelDeployment store ~10 MiB (a
+//!   `DeserializeGuard<ModelDeployment>` is ~4.9 KB inline before its heap), the child stores
+//!   ~8 MiB (inline `ObjectMeta`, labels, owner references), hyper's read buffers while lists
+//!   stream ~4 MiB. At 0 models RSS is mostly the mapped binary (RssAnon 1.4 MiB).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,6 +90,7 @@ use clap::Parser;
 use drover::api::ModelDeployment;
 use drover::build::{self, Child};
 use drover::controller;
+use drover::controller::cached::{CachedAutoscaler, CachedDeployment, CachedService};
 use drover::naming::LABEL_MODEL;
 use drover::operator::OperatorArgs;
 use drover::plan::{self, Action, Observed, ReferenceState};
@@ -138,7 +165,7 @@ fn operator_role(cli: Cli) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     // Same runtime as `drover operator` (src/main.rs).
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = drover::operator::runtime(cli.operator.threads)?;
     runtime.block_on(async move {
         let client = kube::Client::try_from(kube::Config::new(url.parse()?))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -185,9 +212,10 @@ enum Kind {
     Autoscaler,
     Pod,
     Secret,
+    NetworkPolicy,
 }
 
-const N_KINDS: usize = 6;
+const N_KINDS: usize = 7;
 const KINDS: [Kind; N_KINDS] = [
     Kind::Model,
     Kind::Deployment,
@@ -195,6 +223,7 @@ const KINDS: [Kind; N_KINDS] = [
     Kind::Autoscaler,
     Kind::Pod,
     Kind::Secret,
+    Kind::NetworkPolicy,
 ];
 
 impl Kind {
@@ -204,6 +233,7 @@ impl Kind {
             Kind::Deployment => "/apis/apps/v1",
             Kind::Service | Kind::Pod | Kind::Secret => "/api/v1",
             Kind::Autoscaler => "/apis/autoscaling/v2",
+            Kind::NetworkPolicy => "/apis/networking.k8s.io/v1",
         }
     }
     fn plural(self) -> &'static str {
@@ -214,6 +244,7 @@ impl Kind {
             Kind::Autoscaler => "horizontalpodautoscalers",
             Kind::Pod => "pods",
             Kind::Secret => "secrets",
+            Kind::NetworkPolicy => "networkpolicies",
         }
     }
     fn api_version(self) -> &'static str {
@@ -222,6 +253,7 @@ impl Kind {
             Kind::Deployment => "apps/v1",
             Kind::Service | Kind::Pod | Kind::Secret => "v1",
             Kind::Autoscaler => "autoscaling/v2",
+            Kind::NetworkPolicy => "networking.k8s.io/v1",
         }
     }
     fn kind(self) -> &'static str {
@@ -232,11 +264,12 @@ impl Kind {
             Kind::Autoscaler => "HorizontalPodAutoscaler",
             Kind::Pod => "Pod",
             Kind::Secret => "Secret",
+            Kind::NetworkPolicy => "NetworkPolicy",
         }
     }
-    /// Kinds the operator watches today (pods and the monitor-token Secrets are only served).
+    /// Kinds the operator watches (the monitor-token Secrets and NetworkPolicies are only served).
     fn watched(self) -> bool {
-        !matches!(self, Kind::Pod | Kind::Secret)
+        !matches!(self, Kind::Secret | Kind::NetworkPolicy)
     }
     fn idx(self) -> usize {
         self as usize
@@ -814,6 +847,28 @@ struct Children {
     network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
+impl Children {
+    /// What the operator's stores keep of them.
+    fn cached(&self) -> Cached {
+        Cached {
+            deployments: self.deployments.iter().map(Into::into).collect(),
+            service: self.service.as_ref().map(Into::into),
+            autoscaler: self.autoscaler.as_ref().map(Into::into),
+            network_policy: self.network_policy.clone(),
+        }
+    }
+}
+
+/// Children as the operator caches them (src/controller/cached.rs).
+#[derive(Default)]
+struct Cached {
+    deployments: Vec<CachedDeployment>,
+    service: Option<CachedService>,
+    autoscaler: Option<CachedAutoscaler>,
+    /// Not watched: the operator reads it once per resync.
+    network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
+}
+
 /// Same test as the controller's (private) `is_child`.
 fn is_child<K: Resource>(md: &ModelDeployment, obj: &K) -> bool {
     let uid = md.meta().uid.as_deref();
@@ -826,7 +881,7 @@ fn is_child<K: Resource>(md: &ModelDeployment, obj: &K) -> bool {
 }
 
 /// What `controller::observe` builds from the stores.
-fn observe(md: &ModelDeployment, c: &Children) -> Observed {
+fn observe(md: &ModelDeployment, c: &Cached) -> Observed {
     Observed {
         revisions: c
             .deployments
@@ -858,7 +913,12 @@ fn observe(md: &ModelDeployment, c: &Children) -> Observed {
 fn settle(md: &mut ModelDeployment, replicas: i32, now: Timestamp, seed: u64) -> Children {
     let mut c = Children::default();
     for round in 0..6 {
-        let p = plan::plan(md, &observe(md, &c), &plan::Settings::default(), now);
+        let p = plan::plan(
+            md,
+            &observe(md, &c.cached()),
+            &plan::Settings::default(),
+            now,
+        );
         if p.actions.is_empty() && md.status.as_ref() == Some(&p.status) {
             break;
         }
@@ -1129,6 +1189,13 @@ fn model_objects(i: usize, now: Timestamp) -> (Vec<(Kind, Value)>, Result<(), St
     meta["creationTimestamp"] = json!(created);
     meta["managedFields"] = json!([managed("drover", "Update", "v1", &created, None, fields)]);
     out.push((Kind::Secret, secret));
+    // The NetworkPolicy, as the planner builds it (read once per resync, not watched).
+    let mut policy = serde_json::to_value(build::network_policy::build(&md, "drover-system"))
+        .expect("a NetworkPolicy serialises");
+    policy["metadata"]["uid"] = json!(uuid(seed + 7));
+    policy["metadata"]["resourceVersion"] = json!((rv + 8).to_string());
+    policy["metadata"]["creationTimestamp"] = json!(created);
+    out.push((Kind::NetworkPolicy, policy));
     for (k, d) in children.deployments.iter().enumerate() {
         let v = deployment_value(d, rv + 2 + k as u64, &created);
         for pod in pod_values(&v, 2, seed + 20 + k as u64, &created, rv + 10 + k as u64) {
@@ -1213,7 +1280,8 @@ fn model_objects(i: usize, now: Timestamp) -> (Vec<(Kind, Value)>, Result<(), St
     (out, check)
 }
 
-/// The planner, run on the objects as the operator will decode them, asks for nothing.
+/// The planner, run on the objects as the operator will decode them (children straight into the
+/// cached slices), asks for nothing.
 fn quiet(objects: &[(Kind, Value)], now: Timestamp) -> Result<(), String> {
     let decode = |kind: Kind| {
         objects
@@ -1225,14 +1293,14 @@ fn quiet(objects: &[(Kind, Value)], now: Timestamp) -> Result<(), String> {
         .next()
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .ok_or("no ModelDeployment")?;
-    let c = Children {
+    let c = Cached {
         deployments: decode(Kind::Deployment)
             .filter_map(|v| serde_json::from_value(v.clone()).ok())
             .collect(),
         service: decode(Kind::Service).find_map(|v| serde_json::from_value(v.clone()).ok()),
         autoscaler: decode(Kind::Autoscaler).find_map(|v| serde_json::from_value(v.clone()).ok()),
-        // Not served yet: the operator reads it once and applies it (counted as writes).
-        network_policy: Some(drover::build::network_policy::build(&md, "drover-system")),
+        network_policy: decode(Kind::NetworkPolicy)
+            .find_map(|v| serde_json::from_value(v.clone()).ok()),
     };
     let p = plan::plan(&md, &observe(&md, &c), &plan::Settings::default(), now);
     if !p.actions.is_empty() {
@@ -1410,10 +1478,28 @@ async fn measure(models: usize, cli: &Cli, user: &[String]) -> anyhow::Result<Ro
     let serving = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
+    // DROVER_BENCH_WRAP (e.g. `heaptrack -o /tmp/op`) runs the child under a profiler; the
+    // memory columns are then the wrapper's, only the profile counts.
+    let exe = std::env::current_exe()?;
+    let wrap = std::env::var("DROVER_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = command
         .args(&args[1..])
         .env("DROVER_BENCH_ROLE", "operator")
         .env("DROVER_BENCH_API", format!("http://{api}"))
+        // As in the image (Dockerfile), unless the caller chose otherwise.
+        .env(
+            "MALLOC_ARENA_MAX",
+            std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -1553,13 +1639,14 @@ async fn driver(cli: Cli, user: Vec<String>) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "Drover operator memory: real watches/reflectors/controller in a child process, system allocator, fake API on 127.0.0.1"
+        "Drover operator memory: real watches/reflectors/controller in a child process, MALLOC_ARENA_MAX={}, fake API on 127.0.0.1",
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into())
     );
     println!(
-        "per model: 1 ModelDeployment, 2 Deployments (1 owned settled revision + 1 older revision owned by an earlier uid, skipped by is_child), 1 Service, 1 HPA; served but not watched: 4 Pods, 1 monitor-token Secret"
+        "per model: 1 ModelDeployment, 2 Deployments (1 owned settled revision + 1 older revision owned by an earlier uid, skipped by is_child), 1 Service, 1 HPA, 4 Pods; served but not watched: 1 monitor-token Secret, 1 NetworkPolicy"
     );
     println!(
-        "lists: limit/continue honoured (kube sends limit=500 and drops any_semantic's resourceVersion=0 then); watches: 1 BOOKMARK, then held open; ModelDeployment list {}",
+        "lists: limit/continue honoured (the operator sends limit=100, and kube then drops any_semantic's resourceVersion=0); watches: 1 BOOKMARK, then held open; ModelDeployment list {}",
         if cli.children_first {
             "held until the child watches run (--children-first)"
         } else {
@@ -1624,6 +1711,7 @@ async fn driver(cli: Cli, user: Vec<String>) -> anyhow::Result<()> {
             "HPA",
             "Pod",
             "Secret",
+            "NetworkPolicy",
         ];
         let mf: Vec<String> = KINDS
             .iter()
@@ -1640,7 +1728,7 @@ async fn driver(cli: Cli, user: Vec<String>) -> anyhow::Result<()> {
             );
         }
         notes.push(format!(
-            "pods: {} served by the fake API, {} pod requests (Drover does not watch pods yet)",
+            "pods: {} served by the fake API, {} pod requests",
             r.models * 4,
             r.pod_requests
         ));

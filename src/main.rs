@@ -260,8 +260,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Rollout(verb) => drover::cli::run(verb, "drover"),
         Command::Operator(args) => {
             init_logging(cli.log_format, &cli.log_level)?;
-            let runtime =
-                tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
+            let runtime = drover::operator::runtime(args.threads)
+                .map_err(|e| format!("cannot start runtime: {e}"))?;
             runtime
                 .block_on(drover::operator::run(args))
                 .map_err(|e| e.to_string())

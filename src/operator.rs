@@ -5,16 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, future};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -22,6 +19,9 @@ use tracing::{error, info, warn};
 use crate::admin::{self, Health};
 use crate::api::{ModelDeployment, Phase};
 use crate::collect;
+use crate::controller::cached::{
+    self, CachedAutoscaler, CachedDeployment, CachedPod, CachedService,
+};
 use crate::controller::{self, Context, Stores};
 use crate::leader::{LeaderElector, LeaseTiming, WriteGate};
 use crate::metrics::Metrics;
@@ -62,6 +62,27 @@ pub struct OperatorArgs {
     /// Timeout of one monitor report scrape, in milliseconds.
     #[arg(long, env = "DROVER_SCRAPE_TIMEOUT_MS", default_value_t = 2000)]
     pub scrape_timeout_ms: u64,
+    /// Runtime worker threads: 1 runs everything on the current-thread scheduler (the operator
+    /// waits on the API far more than it computes), 0 means one per core of the node.
+    #[arg(long, env = "DROVER_OPERATOR_THREADS", default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// The runtime `drover operator` runs on: `threads` workers, 1 being the current-thread
+/// scheduler. One thread measured ~4 MiB less resident memory than two or more workers at 1,000
+/// ModelDeployments (benches/operator_memory.rs); without a CPU limit, tokio's default would
+/// start one worker per core of the node.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    builder.enable_all().build()
 }
 
 /// Runs the operator until SIGTERM/SIGINT, or until the Lease is lost (then exits non-zero so
@@ -232,6 +253,11 @@ pub async fn run_with_client(
     Ok(())
 }
 
+/// Objects per list page. A page is held whole while it is parsed: its response text, then all
+/// its objects (ModelDeployments with their managedFields, which `.modify()` strips only
+/// afterwards). With kube's default of 500 that transient was the operator's peak.
+const LIST_PAGE: u32 = 100;
+
 type Synced = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// One controller over one namespace (or all): watches, stores and the reconcile loop.
@@ -259,15 +285,18 @@ fn scope_controller(
     }
     let children = watcher::Config::default()
         .labels(MANAGED_SELECTOR)
-        .any_semantic();
+        .any_semantic()
+        .page_size(LIST_PAGE);
 
     let (md_reader, md_writer) = reflector::store::<DeserializeGuard<ModelDeployment>>();
     let models = watcher(
         api::<DeserializeGuard<ModelDeployment>>(&client, &scope),
-        watcher::Config::default().any_semantic(),
+        watcher::Config::default()
+            .any_semantic()
+            .page_size(LIST_PAGE),
     )
     .default_backoff()
-    .modify(|m| m.managed_fields_mut().clear())
+    .modify(cached::strip_model)
     .reflect(md_writer)
     .applied_objects()
     // Status writes do not bump generation and must not retrigger; controls are annotations,
@@ -277,40 +306,28 @@ fn scope_controller(
         Default::default(),
     );
 
-    let (dep_reader, dep_writer) = reflector::store::<Deployment>();
-    let deployments = watcher(api::<Deployment>(&client, &scope), children.clone())
+    // Children are parsed straight into the slices `observe` reads (src/controller/cached.rs):
+    // managedFields, pod templates and foreign annotations are never allocated.
+    let (dep_reader, dep_writer) = reflector::store::<CachedDeployment>();
+    let deployments = watcher(api::<CachedDeployment>(&client, &scope), children.clone())
         .default_backoff()
-        .modify(|d| {
-            // Drover never reads a revision's pod template back (it is immutable per revision);
-            // dropping it and managedFields keeps the cache small.
-            d.managed_fields_mut().clear();
-            if let Some(spec) = d.spec.as_mut() {
-                spec.template = Default::default();
-            }
-        })
         .reflect(dep_writer)
         .touched_objects();
-    let (svc_reader, svc_writer) = reflector::store::<Service>();
-    let services = watcher(api::<Service>(&client, &scope), children.clone())
+    let (svc_reader, svc_writer) = reflector::store::<CachedService>();
+    let services = watcher(api::<CachedService>(&client, &scope), children.clone())
         .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
         .reflect(svc_writer)
         .touched_objects();
-    let (hpa_reader, hpa_writer) = reflector::store::<HorizontalPodAutoscaler>();
-    let autoscalers = watcher(
-        api::<HorizontalPodAutoscaler>(&client, &scope),
-        children.clone(),
-    )
-    .default_backoff()
-    .modify(|h| h.managed_fields_mut().clear())
-    .reflect(hpa_writer)
-    .touched_objects();
+    let (hpa_reader, hpa_writer) = reflector::store::<CachedAutoscaler>();
+    let autoscalers = watcher(api::<CachedAutoscaler>(&client, &scope), children.clone())
+        .default_backoff()
+        .reflect(hpa_writer)
+        .touched_objects();
 
     // Pods, slimmed to what the collector reads (labels, readiness, IPs): the scrape targets.
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let pods = watcher(api::<Pod>(&client, &scope), children)
+    let (pod_reader, pod_writer) = reflector::store::<CachedPod>();
+    let pods = watcher(api::<CachedPod>(&client, &scope), children)
         .default_backoff()
-        .modify(collect::slim_pod)
         .reflect(pod_writer)
         .touched_objects()
         .for_each(|_| future::ready(()));

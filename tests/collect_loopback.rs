@@ -266,7 +266,9 @@ async fn scrapes_real_monitors_merges_per_revision_survives_restarts_and_counts_
         ("fraud-new-b", new.as_str(), ips[1]),
         ("fraud-old-a", "old", ips[2]),
     ] {
-        pod_writer.apply_watcher_event(&watcher::Event::Apply(pod(name, rev, ip)));
+        pod_writer.apply_watcher_event(&watcher::Event::Apply(
+            drover::controller::cached::CachedPod::from(&pod(name, rev, ip)),
+        ));
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let collector = Arc::new(Collector::default());

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use drover::api::ModelDeployment;
 use drover::build::{self, Child};
+use drover::controller::cached::{CachedAutoscaler, CachedDeployment, CachedService};
 use drover::controller::{self, Context, Stores};
 use drover::leader::WriteGate;
 use drover::metrics::Metrics;
@@ -130,9 +131,11 @@ struct Harness {
     ctx: Arc<Context>,
     /// Seconds after `at(0)` the reconcile's clock reads.
     now: Arc<std::sync::atomic::AtomicI64>,
-    deployments: Writer<Deployment>,
-    services: Writer<Service>,
-    autoscalers: Writer<HorizontalPodAutoscaler>,
+    deployments: Writer<CachedDeployment>,
+    services: Writer<CachedService>,
+    autoscalers: Writer<CachedAutoscaler>,
+    /// Deployments as last applied (the stores keep only a slice of them).
+    applied: std::collections::HashMap<String, Deployment>,
 }
 
 fn at(secs: i64) -> Timestamp {
@@ -144,12 +147,12 @@ fn harness(client: Client, gate: WriteGate) -> Harness {
     let (services_r, mut services) = reflector::store();
     let (autoscalers_r, mut autoscalers) = reflector::store();
     // The watches have listed (nothing yet): the stores are ready.
-    deployments.apply_watcher_event(&watcher::Event::<Deployment>::Init);
-    deployments.apply_watcher_event(&watcher::Event::<Deployment>::InitDone);
-    services.apply_watcher_event(&watcher::Event::<Service>::Init);
-    services.apply_watcher_event(&watcher::Event::<Service>::InitDone);
-    autoscalers.apply_watcher_event(&watcher::Event::<HorizontalPodAutoscaler>::Init);
-    autoscalers.apply_watcher_event(&watcher::Event::<HorizontalPodAutoscaler>::InitDone);
+    deployments.apply_watcher_event(&watcher::Event::<CachedDeployment>::Init);
+    deployments.apply_watcher_event(&watcher::Event::<CachedDeployment>::InitDone);
+    services.apply_watcher_event(&watcher::Event::<CachedService>::Init);
+    services.apply_watcher_event(&watcher::Event::<CachedService>::InitDone);
+    autoscalers.apply_watcher_event(&watcher::Event::<CachedAutoscaler>::Init);
+    autoscalers.apply_watcher_event(&watcher::Event::<CachedAutoscaler>::InitDone);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -177,6 +180,7 @@ fn harness(client: Client, gate: WriteGate) -> Harness {
     Harness {
         ctx,
         now,
+        applied: std::collections::HashMap::new(),
         deployments,
         services,
         autoscalers,
@@ -221,14 +225,15 @@ fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
             match action {
                 Action::Apply(Child::Deployment(d)) => {
                     let d = ready(d.as_ref().clone(), replicas);
-                    h.deployments.apply_watcher_event(&watcher::Event::Apply(d));
+                    h.deployments
+                        .apply_watcher_event(&watcher::Event::Apply((&d).into()));
                 }
                 Action::Apply(Child::Service(s)) => h
                     .services
-                    .apply_watcher_event(&watcher::Event::Apply(s.as_ref().clone())),
+                    .apply_watcher_event(&watcher::Event::Apply(s.as_ref().into())),
                 Action::Apply(Child::Autoscaler(a)) => h
                     .autoscalers
-                    .apply_watcher_event(&watcher::Event::Apply(a.as_ref().clone())),
+                    .apply_watcher_event(&watcher::Event::Apply(a.as_ref().into())),
                 Action::Apply(Child::NetworkPolicy(_) | Child::Route(_))
                 | Action::Scale { .. }
                 | Action::Delete(_) => {}
@@ -489,7 +494,7 @@ async fn a_new_revision_under_an_hpa_starts_at_stables_replicas_and_the_hpa_move
     md.status = Some(serde_json::from_value(w.last().unwrap().body["status"].clone()).unwrap());
     let built = build::deployment::build(&md, &new, None, plan::DEFAULT_MONITOR_IMAGE);
     h.deployments
-        .apply_watcher_event(&watcher::Event::Apply(ready(built, 5)));
+        .apply_watcher_event(&watcher::Event::Apply((&ready(built, 5)).into()));
     log.lock().unwrap().clear();
     reconcile(&h, &md).await.unwrap();
     let w = writes(&log);
@@ -606,12 +611,10 @@ async fn a_stale_cache_does_not_repeat_notices() {
     let rev = revision_of(&md.spec);
     let built = build::deployment::build(&md, &rev, Some(1), plan::DEFAULT_MONITOR_IMAGE);
     h.deployments
-        .apply_watcher_event(&watcher::Event::Apply(built));
-    h.services
-        .apply_watcher_event(&watcher::Event::Apply(build::service::build(
-            &md,
-            build::service::Selection::Revision(&rev),
-        )));
+        .apply_watcher_event(&watcher::Event::Apply((&built).into()));
+    h.services.apply_watcher_event(&watcher::Event::Apply(
+        (&build::service::build(&md, build::service::Selection::Revision(&rev))).into(),
+    ));
     log.lock().unwrap().clear();
     reconcile(&h, &md).await.unwrap();
     let seen = log.lock().unwrap().clone();
@@ -670,20 +673,15 @@ fn land(h: &mut Harness, writes: &[Seen]) {
         body["metadata"]["namespace"] = json!("ml");
         if w.path.contains("/services/") {
             let s: Service = serde_json::from_value(body).unwrap();
-            h.services.apply_watcher_event(&watcher::Event::Apply(s));
+            h.services
+                .apply_watcher_event(&watcher::Event::Apply((&s).into()));
         } else if w.path.contains("/horizontalpodautoscalers/") {
             let a: HorizontalPodAutoscaler = serde_json::from_value(body).unwrap();
-            h.autoscalers.apply_watcher_event(&watcher::Event::Apply(a));
+            h.autoscalers
+                .apply_watcher_event(&watcher::Event::Apply((&a).into()));
         } else if w.path.contains("/deployments/") {
             let name = w.path.rsplit('/').next().unwrap().to_string();
-            let existing = h
-                .ctx
-                .stores
-                .deployments
-                .state()
-                .iter()
-                .find(|d| d.metadata.name.as_deref() == Some(name.as_str()))
-                .map(|d| d.as_ref().clone());
+            let existing = h.applied.get(&name).cloned();
             let replicas = body["spec"]["replicas"].as_i64().map(|r| r as i32);
             let d = if w.field_manager().as_deref() == Some("drover-scale") {
                 let Some(d) = existing else { continue };
@@ -692,8 +690,10 @@ fn land(h: &mut Harness, writes: &[Seen]) {
                 serde_json::from_value(body).unwrap()
             };
             let n = replicas.or(existing_replicas(h, &name)).unwrap_or(1);
+            let d = ready(d, n);
             h.deployments
-                .apply_watcher_event(&watcher::Event::Apply(ready(d, n)));
+                .apply_watcher_event(&watcher::Event::Apply((&d).into()));
+            h.applied.insert(name, d);
         }
     }
 }

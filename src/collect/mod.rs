@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 
 use crate::api::{ModelDeployment, ModelDeploymentStatus, RolloutPhase};
 use crate::build::deployment::{ADMIN_PORT, TOKEN_KEY};
+use crate::controller::cached::CachedPod;
 use crate::leader::WriteGate;
 use crate::metrics::Metrics;
 use crate::monitor::report::Report;
@@ -136,63 +137,26 @@ pub struct PodTarget {
 pub fn targets<'a>(
     md: &ModelDeployment,
     revisions: &[&str],
-    pods: impl IntoIterator<Item = &'a Pod>,
+    pods: impl IntoIterator<Item = &'a CachedPod>,
 ) -> Vec<PodTarget> {
     let name = md.name_any();
     let namespace = md.namespace();
     pods.into_iter()
         .filter(|p| p.namespace() == namespace && p.metadata.deletion_timestamp.is_none())
         .filter(|p| p.labels().get(LABEL_MODEL) == Some(&name))
+        .filter(|p| p.ready())
         .filter_map(|p| {
             let revision = p.labels().get(LABEL_REVISION)?;
             if !revisions.contains(&revision.as_str()) {
                 return None;
             }
-            let status = p.status.as_ref()?;
-            let ready = status
-                .conditions
-                .as_ref()
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if !ready {
-                return None;
-            }
-            let ip = status
-                .pod_ip
-                .as_deref()
-                .or_else(|| status.pod_ips.as_ref()?.first().map(|p| p.ip.as_str()))?
-                .parse()
-                .ok()?;
             Some(PodTarget {
                 name: p.name_any(),
                 revision: revision.clone(),
-                ip,
+                ip: p.ip()?.parse().ok()?,
             })
         })
         .collect()
-}
-
-/// Keeps only what [`targets`] reads of a Pod, so the pod cache stays small.
-pub fn slim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.metadata.owner_references = None;
-    pod.metadata.generate_name = None;
-    if let Some(labels) = pod.metadata.labels.as_mut() {
-        labels.retain(|k, _| k == LABEL_MODEL || k == LABEL_REVISION);
-    }
-    pod.spec = None;
-    if let Some(status) = pod.status.as_mut() {
-        let ready = status
-            .conditions
-            .take()
-            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
-        *status = k8s_openapi::api::core::v1::PodStatus {
-            conditions: ready,
-            pod_ip: status.pod_ip.take(),
-            pod_ips: status.pod_ips.take(),
-            ..Default::default()
-        };
-    }
 }
 
 #[derive(Default)]
@@ -357,8 +321,8 @@ pub struct CollectLoop {
     pub collector: Arc<Collector>,
     /// The ModelDeployments.
     pub models: Store<DeserializeGuard<ModelDeployment>>,
-    /// The pods of every revision (slimmed by [`slim_pod`]).
-    pub pods: Store<Pod>,
+    /// The pods of every revision, cached lean (labels, readiness, IPs).
+    pub pods: Store<CachedPod>,
     /// To read the monitor token Secrets.
     pub client: Client,
     /// Only the leader scrapes.

@@ -4,6 +4,7 @@
 //! functions. Reads come from the in-memory stores the watches fill, so an unchanged
 //! ModelDeployment costs no API request at all.
 
+pub mod cached;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -11,9 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::core::error_boundary::DeserializeGuard;
@@ -34,6 +33,7 @@ use crate::plan::{
     ObservedService, ReferenceState,
 };
 use crate::profile::ReferenceProfile;
+use cached::{CachedAutoscaler, CachedDeployment, CachedService};
 use writer::Writer;
 
 /// Why a reconcile failed.
@@ -61,15 +61,16 @@ impl Error {
     }
 }
 
-/// The in-memory views of what Drover manages, filled by label-selected watches.
+/// The in-memory views of what Drover manages, filled by label-selected watches with only the
+/// fields `observe` reads (see [`cached`]).
 #[derive(Clone)]
 pub struct Stores {
-    /// Revision Deployments (pod templates and managedFields stripped).
-    pub deployments: Store<Deployment>,
+    /// Revision Deployments.
+    pub deployments: Store<CachedDeployment>,
     /// Services.
-    pub services: Store<Service>,
+    pub services: Store<CachedService>,
     /// HorizontalPodAutoscalers.
-    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    pub autoscalers: Store<CachedAutoscaler>,
 }
 
 /// Source of "now"; a test pins it.
@@ -651,7 +652,7 @@ async fn observe_route(md: &ModelDeployment, ctx: &Context) -> Result<plan::Rout
 }
 
 /// What the planner needs of Service `<name>`.
-pub fn observed_service(s: &Service) -> ObservedService {
+pub fn observed_service(s: &CachedService) -> ObservedService {
     ObservedService {
         spec_hash: spec_hash(s),
         serving_revision: s
@@ -668,7 +669,7 @@ pub fn observed_service(s: &Service) -> ObservedService {
 }
 
 /// What the planner needs of the HPA.
-pub fn observed_autoscaler(h: &HorizontalPodAutoscaler) -> ObservedAutoscaler {
+pub fn observed_autoscaler(h: &CachedAutoscaler) -> ObservedAutoscaler {
     ObservedAutoscaler {
         spec_hash: spec_hash(h),
         target: h
@@ -680,7 +681,7 @@ pub fn observed_autoscaler(h: &HorizontalPodAutoscaler) -> ObservedAutoscaler {
 }
 
 /// What the planner needs of one revision Deployment.
-pub fn observed_revision(d: &Deployment) -> ObservedRevision {
+pub fn observed_revision(d: &CachedDeployment) -> ObservedRevision {
     let status = d.status.clone().unwrap_or_default();
     let replicas = d.spec.as_ref().and_then(|s| s.replicas);
     let want = replicas.unwrap_or(1);
