@@ -406,11 +406,13 @@ fn model_deployment(name: &str, spec: Value) -> ModelDeployment {
     .expect("a valid ModelDeployment")
 }
 
-/// The serving spec the lifecycle tests use.
+/// The serving spec the lifecycle tests use: the immediate strategy (canary rollouts with
+/// monitors standing in for pods are tests/e2e_rollout.rs).
 fn pause_model(replicas: i32) -> Value {
     json!({
         "model": {"version": "1.0.0", "image": IMAGE_1, "healthPath": "/", "port": 8080},
         "replicas": replicas,
+        "rollout": {"strategy": "Immediate"},
     })
 }
 
@@ -1101,4 +1103,436 @@ async fn a_bad_spec_is_refused_with_the_field_named() {
         )
         .await
         .expect("an image change with a version change is accepted");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canary rollouts with real monitors standing in for pods.
+// ---------------------------------------------------------------------------------------------
+
+/// A model server on loopback: `/predict` answers 200, or 500 when `failing`.
+async fn model_server(failing: bool) -> SocketAddr {
+    use axum::routing::{get, post};
+    let app = axum::Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/predict",
+            post(move || async move {
+                if failing {
+                    (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "{\"detail\":\"boom\"}",
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        "{\"prediction\":0,\"probability\":0.9}",
+                    )
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port for the model");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A `drover monitor` process standing in for one pod.
+struct StandIn {
+    child: std::process::Child,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Stands in for the kubelets of a cluster without (usable) nodes: every pod of `model` that
+/// has no IP gets a loopback address 127.0.0.x, a real `drover monitor` on it (with the token
+/// from Secret `<model>-monitor-token`, in front of the good model, or the failing one for
+/// revisions in `failing`), and a Ready status — so the ReplicaSet and Deployment controllers
+/// count it, and the operator's collector scrapes it. Pods that go away lose their monitor.
+struct FakeKubelets {
+    task: JoinHandle<()>,
+    failing: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    pods: std::sync::Arc<std::sync::Mutex<BTreeMap<String, StandIn>>>,
+}
+
+impl FakeKubelets {
+    async fn start(client: &Client, namespace: &str, model: &str) -> Self {
+        let good = model_server(false).await;
+        let bad = model_server(true).await;
+        let failing = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let pods = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, StandIn>::new()));
+        let dir = std::env::temp_dir().join(format!("drover-e2e-{}", random_suffix()));
+        let _ = std::fs::create_dir_all(&dir);
+        let (client, namespace, model) = (client.clone(), namespace.to_string(), model.to_string());
+        let (failing2, pods2) = (failing.clone(), pods.clone());
+        let task = tokio::spawn(async move {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+                Api::namespaced(client.clone(), &namespace);
+            let selector = ListParams::default().labels(&format!("{LABEL_MODEL}={model}"));
+            let mut next_ip: u8 = 10;
+            loop {
+                tokio::time::sleep(POLL).await;
+                let Ok(list) = api.list(&selector).await else {
+                    continue;
+                };
+                let names: Vec<String> = list.items.iter().map(|p| p.name_any()).collect();
+                if let Ok(mut running) = pods2.lock() {
+                    running.retain(|name, _| names.contains(name));
+                }
+                for pod in list.items {
+                    let name = pod.name_any();
+                    let known = pods2.lock().map(|p| p.contains_key(&name)).unwrap_or(true);
+                    if known || pod.metadata.deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    let Ok(Some(secret)) = secrets.get_opt(&format!("{model}-monitor-token")).await
+                    else {
+                        continue;
+                    };
+                    let Some(token) = secret.data.and_then(|d| d.get("token").cloned()) else {
+                        continue;
+                    };
+                    let token_file = dir.join(format!("{name}.token"));
+                    if std::fs::write(&token_file, &token.0).is_err() {
+                        continue;
+                    }
+                    let revision = pod
+                        .labels()
+                        .get(LABEL_REVISION)
+                        .cloned()
+                        .unwrap_or_default();
+                    let upstream = if failing2
+                        .lock()
+                        .map(|f| f.contains(&revision))
+                        .unwrap_or(false)
+                    {
+                        bad
+                    } else {
+                        good
+                    };
+                    let ip = std::net::IpAddr::from([127, 0, 0, next_ip]);
+                    next_ip = next_ip.wrapping_add(1).max(10);
+                    let child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+                        .args([
+                            "monitor",
+                            "--listen",
+                            &SocketAddr::new(ip, 8000).to_string(),
+                            "--admin-listen",
+                            &SocketAddr::new(ip, 9090).to_string(),
+                            "--upstream",
+                            &upstream.to_string(),
+                            "--report-token-file",
+                            &token_file.display().to_string(),
+                            "--threads",
+                            "1",
+                        ])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn();
+                    let Ok(child) = child else { continue };
+                    let stand_in = StandIn { child, ip };
+                    let up = poll_until(Duration::from_secs(10), || async move {
+                        http_get(SocketAddr::new(ip, 9090), "/healthz")
+                            .await
+                            .map(|_| ())
+                    })
+                    .await;
+                    if up.is_none() {
+                        continue;
+                    }
+                    let now = jiff::Timestamp::now().to_string();
+                    let status = json!({"status": {
+                        "phase": "Running",
+                        "podIP": ip.to_string(),
+                        "podIPs": [{"ip": ip.to_string()}],
+                        "conditions": [
+                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                        ],
+                    }});
+                    if api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                        .await
+                        .is_ok()
+                        && let Ok(mut running) = pods2.lock()
+                    {
+                        running.insert(name, stand_in);
+                    }
+                }
+            }
+        });
+        Self {
+            task,
+            failing,
+            pods,
+        }
+    }
+
+    /// Pods of `revision` (created from now on) answer 5xx.
+    fn fail(&self, revision: &str) {
+        if let Ok(mut f) = self.failing.lock() {
+            f.insert(revision.to_string());
+        }
+    }
+
+    /// Sends `n` predictions through every stand-in's monitor.
+    async fn traffic(&self, n: usize) {
+        let ips: Vec<std::net::IpAddr> = self
+            .pods
+            .lock()
+            .map(|p| p.values().map(|s| s.ip).collect())
+            .unwrap_or_default();
+        for ip in ips {
+            for _ in 0..n {
+                let _ =
+                    http_post(SocketAddr::new(ip, 8000), "/predict", "{\"amount\": 12.5}").await;
+            }
+        }
+    }
+}
+
+impl Drop for FakeKubelets {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One HTTP/1.1 POST of a JSON body; the status line, or `None` within 2s.
+async fn http_post(addr: SocketAddr, path: &str, body: &str) -> Option<String> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .map(str::to_string)
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The serving spec of the canary test: pods pinned to a node that does not exist (stand-ins
+/// serve for them), a short step, one failed check rolls back, reports every 5s.
+fn canary_model() -> Value {
+    json!({
+        "model": {"version": "1.0.0", "image": IMAGE_1, "healthPath": "/", "port": 8080},
+        "replicas": 2,
+        "pod": {"nodeSelector": {"drover.dev/e2e": "stand-ins-serve-these-pods"}},
+        "rollout": {
+            "steps": [50], "interval": "10s", "maxFailedChecks": 1, "bakeTime": "0s",
+            "progressDeadline": "5m", "analysis": {"minRequests": 50},
+        },
+        "monitoring": {"scrapeInterval": "5s"},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_rolled_back_across_an_operator_restart_and_a_good_one_promoted() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "canary").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+    let name = "fraud";
+    let kubelets = FakeKubelets::start(&client, ns, name).await;
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let (models, deployments, services) = (&models, &deployments, &services);
+
+    let created = models
+        .create(&post_params(), &model_deployment(name, canary_model()))
+        .await
+        .expect("the ModelDeployment is created");
+    let rev1 = revision_of(&created.spec);
+    let r1 = rev1.as_str();
+    eventually(
+        &format!(
+            "revision {r1} serves (pods made Ready by the stand-ins; needs kube-controller-manager)"
+        ),
+        Duration::from_secs(120),
+        || async move {
+            let status = models.get(name).await.ok()?.status?;
+            (status.stable.is_some_and(|s| s.hash == r1) && status.phase == Some(Phase::Healthy))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Version 2 misbehaves: its pods' model answers 500.
+    let v2 = {
+        let mut spec = created.spec.clone();
+        spec.model.version = "2.0.0".into();
+        spec.model.image = IMAGE_2.into();
+        revision_of(&spec)
+    };
+    kubelets.fail(&v2);
+    models
+        .patch(
+            name,
+            &patch_params(),
+            &Patch::Merge(json!({"spec": {"model": {"version": "2.0.0", "image": IMAGE_2}}})),
+        )
+        .await
+        .expect("version 2 is accepted");
+    let r2 = v2.as_str();
+    eventually(
+        &format!("the canary {r2} runs its first step (its pods Ready)"),
+        Duration::from_secs(120),
+        || async move {
+            let rollout = models.get(name).await.ok()?.status?.rollout?;
+            (rollout.revision == r2 && rollout.step_started_at.is_some()).then_some(())
+        },
+    )
+    .await;
+    let service = services.get(name).await.expect("the Service");
+    assert_eq!(
+        selected_revision(&service),
+        None,
+        "during the canary the Service selects every pod of the model"
+    );
+
+    // The operator dies mid-step and comes back; the rollout resumes from status.
+    operator.stop().await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+
+    // Traffic shows the breach; the rollback follows at the next scrape.
+    let breach = Instant::now();
+    let kubelets = &kubelets;
+    let rolled_back = eventually(
+        "the failing canary is rolled back",
+        Duration::from_secs(120),
+        || async move {
+            kubelets.traffic(10).await;
+            let md = models.get(name).await.ok()?;
+            let status = md.status?;
+            (status.rollout.as_ref()?.phase == drover::api::RolloutPhase::RolledBack)
+                .then_some(status)
+        },
+    )
+    .await;
+    eprintln!(
+        "breach traffic started → rollback observed: {:.1}s (scrape interval 5s)",
+        breach.elapsed().as_secs_f64()
+    );
+    assert_eq!(rolled_back.phase, Some(Phase::RolledBack));
+    assert_eq!(
+        rolled_back.stable.as_ref().map(|s| s.hash.as_str()),
+        Some(r1)
+    );
+    assert_eq!(
+        rolled_back.history.first().map(|h| h.outcome.as_str()),
+        Some("RolledBack")
+    );
+    let reason = &rolled_back.rollout.as_ref().expect("rollout").reason;
+    assert!(reason.contains("errorRate"), "{reason}");
+    let service = services.get(name).await.expect("the Service");
+    assert_eq!(
+        selected_revision(&service).as_deref(),
+        Some(r1),
+        "traffic back on stable"
+    );
+    let canary = deployments
+        .get(&format!("{name}-{r2}"))
+        .await
+        .expect("the rolled-back Deployment is kept");
+    assert_eq!(canary.spec.and_then(|s| s.replicas), Some(0));
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let events = &events;
+    eventually(
+        "a Warning Event CanaryRolledBack on the ModelDeployment",
+        Duration::from_secs(30),
+        || async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("CanaryRolledBack"))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // `kubectl drover status` against it (the binary as the plugin would run).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["status", name, "-n", ns, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .expect("drover status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("RolledBack") && text.contains("errorRate"),
+        "{text}"
+    );
+
+    // Version 3 is healthy: promoted, and version 1 removed once it serves at full size.
+    models
+        .patch(
+            name,
+            &patch_params(),
+            &Patch::Merge(json!({"spec": {"model": {"version": "3.0.0", "image": IMAGE_1}}})),
+        )
+        .await
+        .expect("version 3 is accepted");
+    let md = models.get(name).await.expect("the ModelDeployment");
+    let rev3 = revision_of(&md.spec);
+    let r3 = rev3.as_str();
+    eventually(
+        &format!("the healthy canary {r3} is promoted and serves alone"),
+        Duration::from_secs(180),
+        || async move {
+            kubelets.traffic(10).await;
+            let status = models.get(name).await.ok()?.status?;
+            let service = services.get(name).await.ok()?;
+            (status.stable.as_ref().is_some_and(|s| s.hash == r3)
+                && status.phase == Some(Phase::Healthy)
+                && selected_revision(&service).as_deref() == Some(r3)
+                && status
+                    .history
+                    .first()
+                    .is_some_and(|h| h.outcome == "Promoted"))
+            .then_some(())
+        },
+    )
+    .await;
+    eventually(
+        &format!("revision {r1} is removed after the promotion"),
+        Duration::from_secs(60),
+        || async move {
+            deployments
+                .get_opt(&format!("{name}-{r1}"))
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    operator.stop().await;
 }
