@@ -36,7 +36,12 @@ pub mod canary_reason {
     pub const BAKING: &str = "Baking";
     /// The canary was rolled back; stable serves.
     pub const ROLLED_BACK: &str = "RolledBack";
+    /// Replica-ratio traffic gives a share far from the step's.
+    pub const WEIGHT_APPROXIMATED: &str = "CanaryWeightApproximated";
 }
+
+/// Percentage points between requested and actual weight worth a warning.
+pub const WEIGHT_TOLERANCE: i32 = 10;
 
 /// Whether a rollout in flight is the canary path's to plan: the spec asks for a canary, a
 /// revision serves, and either another revision is asked for or the promoted one still bakes.
@@ -136,6 +141,7 @@ impl Planner<'_> {
             .clone()
             .unwrap_or_else(|| stable.to_string());
         let next = decision.state.clone();
+        self.approximated_weight(state, next.as_ref(), stable_replicas, split);
 
         if serving == target {
             self.promoted_children(target, decision.keep_warm.as_deref(), stable_replicas);
@@ -179,6 +185,39 @@ impl Planner<'_> {
         self.canary_conditions(next.as_ref(), valid);
         self.status.rollout = next;
         self.ready_condition();
+    }
+
+    /// Replica-ratio traffic cannot give every share with few replicas (one canary pod beside
+    /// two stable ones is 33%, whatever was asked): said once per step, with what to do.
+    fn approximated_weight(
+        &mut self,
+        before: Option<&RolloutState>,
+        after: Option<&RolloutState>,
+        stable_replicas: i32,
+        split: weights::Split,
+    ) {
+        let Some(after) = after.filter(|s| {
+            matches!(s.phase, RolloutPhase::Progressing) && split == weights::Split::Replicas
+        }) else {
+            return;
+        };
+        let new_step = before.is_none_or(|b| {
+            b.revision != after.revision
+                || b.step != after.step
+                || b.phase != RolloutPhase::Progressing
+        });
+        let gap = (after.actual_weight - after.requested_weight).abs();
+        if new_step && gap >= WEIGHT_TOLERANCE {
+            let canary = split.canary_replicas(stable_replicas, after.requested_weight);
+            self.announcements.push(Notice {
+                warning: true,
+                reason: canary_reason::WEIGHT_APPROXIMATED,
+                note: format!(
+                    "step {} asks {}% but {canary} canary pod(s) beside {stable_replicas} stable give {}%: raise spec.replicas (or the HPA's minReplicas), or use spec.rollout.traffic.mode GatewayAPI for exact weights",
+                    after.step, after.requested_weight, after.actual_weight
+                ),
+            });
+        }
     }
 
     /// Before promotion, and after a rollback: stable serves (with the canary beside it while

@@ -734,3 +734,29 @@ fn reports_that_do_not_arrive_say_why_once_and_freeze_the_step() {
         .unwrap();
     assert!(missing.warning && missing.note.contains("fraud-monitor-token"));
 }
+
+#[test]
+fn a_share_few_replicas_cannot_give_is_announced_once_with_what_to_do() {
+    let mut r = Rig::new("  replicas: 2\n  rollout: {steps: [10, 50], interval: 1m}\n");
+    let old = r.old.clone();
+    let p = r.step(0, ObservedEvidence::default(), &[&old]);
+    let warning = p
+        .notices
+        .iter()
+        .find(|n| n.reason == canary_reason::WEIGHT_APPROXIMATED)
+        .expect("announced");
+    assert!(warning.warning);
+    assert!(
+        warning.note.contains("asks 10%") && warning.note.contains("33%"),
+        "{}",
+        warning.note
+    );
+    assert!(warning.note.contains("GatewayAPI"));
+    let p = r.step(30, ObservedEvidence::default(), &[&old]);
+    assert!(
+        p.notices
+            .iter()
+            .all(|n| n.reason != canary_reason::WEIGHT_APPROXIMATED),
+        "once per step"
+    );
+}
