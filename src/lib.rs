@@ -28,3 +28,4 @@ pub mod rollout;
 pub mod simulate;
 pub mod stats;
 pub mod validate;
+pub mod watch;
