@@ -23,6 +23,7 @@ pub mod plan;
 pub mod profile;
 pub mod rbac;
 pub mod render;
+pub mod retrain;
 pub mod revision;
 pub mod rollout;
 pub mod simulate;

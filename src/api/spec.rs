@@ -800,6 +800,14 @@ pub struct RetrainingSpec {
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 0, max = 100))]
     pub history_limit: i32,
+    /// Most retraining runs started in any 24 hours, whatever the drift says.
+    #[serde(default = "default_max_runs_per_day")]
+    #[schemars(range(min = 1, max = 48))]
+    pub max_runs_per_day: i32,
+}
+
+fn default_max_runs_per_day() -> i32 {
+    2
 }
 
 fn default_cooldown() -> GoDuration {
