@@ -21,6 +21,7 @@ pub mod naming;
 pub mod operator;
 pub mod plan;
 pub mod profile;
+pub mod profiler;
 pub mod rbac;
 pub mod render;
 pub mod retrain;

@@ -71,6 +71,30 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         min_samples: u64,
     },
+    /// Build a reference profile from training (or held-out) data: CSV with a header, or JSON lines.
+    Profile {
+        /// The data file (`.csv`, or `.jsonl`/`.ndjson`/`.json` for JSON lines).
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// The label column, left out of the profile.
+        #[arg(long)]
+        target: Option<String>,
+        /// The model's prediction column: profiled as the prediction distribution.
+        #[arg(long)]
+        prediction: Option<String>,
+        /// Bins per numeric column.
+        #[arg(long, default_value_t = 10)]
+        bins: usize,
+        /// The model version the data belongs to (checked against spec.model.version).
+        #[arg(long)]
+        model_version: Option<String>,
+        /// Print a ConfigMap of this name holding the profile instead of the JSON.
+        #[arg(long)]
+        configmap: Option<String>,
+        /// Key of the profile in the ConfigMap.
+        #[arg(long, default_value = "profile.json")]
+        key: String,
+    },
     /// Print the CustomResourceDefinitions.
     Crd {
         /// Print the Markdown field reference instead.
@@ -188,6 +212,55 @@ fn run(cli: Cli) -> Result<(), String> {
                 "{}",
                 serde_json::to_string_pretty(&assessment).map_err(|e| e.to_string())?
             );
+            Ok(())
+        }
+        Command::Profile {
+            input,
+            target,
+            prediction,
+            bins,
+            model_version,
+            configmap,
+            key,
+        } => {
+            let text = std::fs::read_to_string(&input)
+                .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+            let json_lines = input
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["jsonl", "ndjson", "json"].contains(&e));
+            let table = if json_lines {
+                drover::profiler::read_json_lines(&text)
+            } else {
+                drover::profiler::read_csv(&text)
+            }
+            .map_err(|e| format!("{}: {e}", input.display()))?;
+            let options = drover::profiler::ProfileOptions {
+                target,
+                prediction,
+                bins,
+                model_version,
+            };
+            let profile = drover::profiler::build(&table, &options)
+                .map_err(|e| format!("{}: {e}", input.display()))?;
+            let json = serde_json::to_string_pretty(&profile).map_err(|e| e.to_string())?;
+            match configmap {
+                None => println!("{json}"),
+                Some(name) => {
+                    let cm = k8s_openapi::api::core::v1::ConfigMap {
+                        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                            name: Some(name),
+                            ..Default::default()
+                        },
+                        data: Some([(key, json)].into()),
+                        ..Default::default()
+                    };
+                    print!(
+                        "{}",
+                        serde_saphyr::to_string(&cm).map_err(|e| e.to_string())?
+                    );
+                }
+            }
             Ok(())
         }
         Command::Crd { reference: false } => {
