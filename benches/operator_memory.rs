@@ -903,6 +903,7 @@ fn observe(md: &ModelDeployment, c: &Cached) -> Observed {
         network_policy: c.network_policy.as_ref().map(|p| plan::ObservedChild {
             name: p.name_any(),
             spec_hash: p.annotations().get("drover.dev/spec-hash").cloned(),
+            foreign: false,
         }),
         ..Observed::default()
     }

@@ -91,6 +91,7 @@ fn rollout(c: &mut Criterion) {
                 stable_replicas: 10,
                 split: Default::default(),
                 promoted_full: true,
+                previous_present: true,
                 controls: &controls,
                 now,
             };

@@ -6,9 +6,10 @@
 //! Nothing sleeps to wait: every wait is a bounded poll.
 //!
 //! Needs: the API server; kube-controller-manager for Deployment status and garbage collection
-//! (tests 2 and 3 fail with a clear message without it). No node is needed: the serving pods never
-//! have to become Ready (a revision with `replicas: 0` is complete as soon as the Deployment
-//! controller has seen it).
+//! (the lifecycle and canary tests fail with a clear message without it); Linux (the canary
+//! test binds 127.0.0.x addresses). No node is needed: the lifecycle tests never need a pod
+//! Ready (a revision with `replicas: 0` is complete as soon as the Deployment controller has seen
+//! it), and the canary test stands in for kubelets itself (see `FakeKubelets`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -274,6 +274,7 @@ fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
                 )))
                 .spec_hash()
                 .map(str::to_string),
+                foreign: false,
             }),
             ..Observed::default()
         };
@@ -926,6 +927,19 @@ async fn canary_writes_at_start_step_promotion_and_rollback_under_an_hpa() {
     assert_eq!(status.phase, Some(drover::api::Phase::RolledBack));
     assert_eq!(status.stable.as_ref().unwrap().hash, old);
     assert_eq!(status.history[0].outcome, "RolledBack");
+    // One promotion and one rollback counted, from the status transitions written.
+    let mut registry = prometheus_client::registry::Registry::default();
+    h.ctx.metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("drover_promotions_total{namespace=\"ml\",name=\"fraud\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("drover_rollbacks_total{namespace=\"ml\",name=\"fraud\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

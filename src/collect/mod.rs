@@ -537,7 +537,7 @@ impl CollectLoop {
                     .and_then(|b| String::from_utf8(b.0.clone()).ok())
                     .map(|t| t.trim().to_string())
                     .filter(|t| !t.is_empty())
-                    .ok_or(Some(CollectionProblem::TokenMissing))?;
+                    .ok_or(Some(CollectionProblem::TokenInvalid))?;
                 if let Ok(mut tokens) = self.collector.tokens.lock() {
                     tokens.insert(uid.to_string(), token.clone());
                 }

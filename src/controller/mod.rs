@@ -364,6 +364,7 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
     }
     if md.status.as_ref() != Some(&plan.status) {
         writer.apply_status(md, &plan.status).await?;
+        count_transitions(md, md.status.as_ref(), &plan.status, &ctx.metrics);
         if let Ok(mut written) = ctx.written.lock() {
             written.insert(uid, plan.status.clone());
         }
@@ -385,20 +386,38 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
     })
 }
 
-/// Live rollout values as gauges (status changes only on judgements and transitions), and the
-/// promotion and rollback counters.
-fn rollout_metrics(md: &ModelDeployment, plan: &plan::Plan, metrics: &Metrics) {
-    use crate::rollout::machine::reason as r;
+/// Counts promotions and rollbacks from the status transition that was written (once, even
+/// if a failed reconcile is retried).
+fn count_transitions(
+    md: &ModelDeployment,
+    old: Option<&ModelDeploymentStatus>,
+    new: &ModelDeploymentStatus,
+    metrics: &Metrics,
+) {
+    use crate::api::RolloutPhase as P;
+    let phase_of = |s: Option<&ModelDeploymentStatus>| {
+        s.and_then(|s| s.rollout.as_ref())
+            .map(|r| (r.revision.clone(), r.phase))
+    };
+    let (Some((revision, phase)), before) = (phase_of(Some(new)), phase_of(old)) else {
+        return;
+    };
+    let was = before.filter(|(r, _)| *r == revision).map(|(_, p)| p);
     let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
-    for notice in &plan.notices {
-        match notice.reason {
-            r::PROMOTED => metrics.promoted(&namespace, &name),
-            r::ROLLED_BACK | r::BAKE_ROLLBACK | r::DEADLINE | r::ABORTED => {
-                metrics.rolled_back(&namespace, &name)
-            }
-            _ => {}
+    match (was, phase) {
+        (Some(P::Progressing | P::Paused), P::Baking | P::Complete) => {
+            metrics.promoted(&namespace, &name)
         }
+        (Some(P::Progressing | P::Paused | P::Baking), P::RolledBack) => {
+            metrics.rolled_back(&namespace, &name)
+        }
+        _ => {}
     }
+}
+
+/// Live rollout values as gauges (status changes only on judgements and transitions).
+fn rollout_metrics(md: &ModelDeployment, plan: &plan::Plan, metrics: &Metrics) {
+    let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
     let running = plan.status.rollout.as_ref().filter(|s| {
         matches!(
             s.phase,
@@ -521,7 +540,7 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         .iter()
         .find(|h| is_child(md, h.as_ref()))
         .map(|h| observed_autoscaler(h));
-    let side_services = stores
+    let side_services: Vec<plan::ObservedChild> = stores
         .services
         .state()
         .iter()
@@ -529,8 +548,10 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         .map(|s| plan::ObservedChild {
             name: s.name_any(),
             spec_hash: spec_hash(s.as_ref()),
+            foreign: false,
         })
         .collect();
+    let had_side_services = !side_services.is_empty();
     let mut profile = None;
     let reference = match &md.spec.monitoring.reference {
         None => ReferenceState::NotReferenced,
@@ -575,7 +596,7 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         },
         side_services,
         network_policy: observe_network_policy(md, ctx).await?,
-        route: observe_route(md, ctx).await?,
+        route: observe_route(md, ctx, had_side_services).await?,
     })
 }
 
@@ -597,20 +618,26 @@ async fn observe_network_policy(
         return Ok(hash.map(|spec_hash| plan::ObservedChild {
             name,
             spec_hash: Some(spec_hash),
+            foreign: false,
         }));
     }
     let api: Api<NetworkPolicy> =
         Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
-    let found = api
-        .get_opt(&name)
-        .await?
-        .filter(|p| is_child(md, p))
-        .map(|p| plan::ObservedChild {
-            name: name.clone(),
-            spec_hash: spec_hash(&p),
-        });
-    remember_policy(ctx, &uid, found.as_ref().and_then(|p| p.spec_hash.clone()));
-    Ok(found)
+    let found = api.get_opt(&name).await?;
+    let observed = found.map(|p| plan::ObservedChild {
+        name: name.clone(),
+        spec_hash: spec_hash(&p),
+        foreign: !is_child(md, &p),
+    });
+    // A foreign policy is looked at again every time (rare; it may be removed any moment).
+    if !observed.as_ref().is_some_and(|p| p.foreign) {
+        remember_policy(
+            ctx,
+            &uid,
+            observed.as_ref().and_then(|p| p.spec_hash.clone()),
+        );
+    }
+    Ok(observed)
 }
 
 fn remember_policy(ctx: &Context, uid: &str, spec_hash: Option<String>) {
@@ -622,10 +649,18 @@ fn remember_policy(ctx: &Context, uid: &str, spec_hash: Option<String>) {
 /// HTTPRoute `<name>`, looked up only in Gateway API mode (to read its owner and whether the
 /// Gateways accepted it). A 404 naming the route means there is none; a 404 for the resource
 /// type means the Gateway API is not installed.
-async fn observe_route(md: &ModelDeployment, ctx: &Context) -> Result<plan::RouteState, Error> {
+async fn observe_route(
+    md: &ModelDeployment,
+    ctx: &Context,
+    had_side_services: bool,
+) -> Result<plan::RouteState, Error> {
     use crate::build::route::{HttpRoute, not_accepted};
     let traffic = &md.spec.rollout.traffic;
-    if traffic.mode != crate::api::TrafficMode::GatewayApi || traffic.gateway_api.is_none() {
+    let gateway =
+        traffic.mode == crate::api::TrafficMode::GatewayApi && traffic.gateway_api.is_some();
+    // Outside Gateway API mode the route is looked up only while the mode's Services remain:
+    // the mode was switched, and Drover's route goes with them.
+    if !gateway && !had_side_services {
         return Ok(plan::RouteState::NotLookedUp);
     }
     let api: Api<HttpRoute> =

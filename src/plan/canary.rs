@@ -124,6 +124,7 @@ impl Planner<'_> {
             stable_replicas,
             split,
             promoted_full,
+            previous_present: warm.is_some(),
             controls: &controls,
             now: self.now,
         };

@@ -760,3 +760,120 @@ fn a_share_few_replicas_cannot_give_is_announced_once_with_what_to_do() {
         "once per step"
     );
 }
+
+#[test]
+fn a_bake_breach_never_points_traffic_at_a_revision_that_is_gone() {
+    let mut r = Rig::new(STEPS);
+    let (old, new) = (r.old.clone(), r.new.clone());
+    r.step(0, ObservedEvidence::default(), &[&old]);
+    r.step(30, healthy(), &[&old, &new]);
+    r.step(30, healthy(), &[&old, &new]);
+    r.step(60, healthy(), &[&old]);
+    r.step(30, healthy(), &[&old, &new]);
+    r.step(30, healthy(), &[&old, &new]);
+    r.step(60, healthy(), &[&old, &new]);
+    assert_eq!(r.rollout().phase, RolloutPhase::Baking);
+    // Someone deleted the previous revision's Deployment; then the SLO is breached.
+    r.observed.revisions.retain(|d| d.hash != old);
+    let p = r.step(30, bake(report(540, 60, 20.0)), &[&new]);
+    assert!(
+        !p.notices
+            .iter()
+            .any(|n| n.reason == rollout_reason::BAKE_ROLLBACK),
+        "{:?}",
+        p.notices
+    );
+    assert_eq!(p.status.stable.as_ref().unwrap().hash, new, "traffic stays");
+    assert!(
+        !applied_kinds(&p)
+            .iter()
+            .any(|a| a.contains("apply Service"))
+    );
+}
+
+#[test]
+fn a_profile_deleted_mid_canary_stalls_without_tearing_the_canary_down() {
+    let mut r = Rig::new(STEPS);
+    let (old, new) = (r.old.clone(), r.new.clone());
+    r.step(0, ObservedEvidence::default(), &[&old]);
+    r.step(30, healthy(), &[&old, &new]);
+    r.observed.reference = ReferenceState::MissingConfigMap;
+    let p = r.step(30, healthy(), &[&old, &new]);
+    assert!(
+        !applied_kinds(&p).iter().any(|a| a.starts_with("delete")),
+        "{:?}",
+        applied_kinds(&p)
+    );
+    assert_eq!(r.rollout().phase, RolloutPhase::Progressing);
+    let stalled = conditions::get(&p.status.conditions, crate::conditions::STALLED).unwrap();
+    assert_eq!(stalled.status, ConditionStatus::True);
+    assert_eq!(stalled.reason, reason::REFERENCE_NOT_FOUND);
+}
+
+#[test]
+fn leaving_gateway_api_mode_removes_the_route_and_its_services() {
+    let mut r = Rig::new(GATEWAY);
+    assert!(matches!(r.observed.route, RouteState::Owned { .. }));
+    assert_eq!(r.observed.side_services.len(), 2);
+    r.m.spec.rollout.traffic.mode = crate::api::TrafficMode::Replicas;
+    let p = r.step(10, ObservedEvidence::default(), &[&r.old.clone()]);
+    let kinds = applied_kinds(&p);
+    for k in [
+        "delete Service fraud-stable",
+        "delete Service fraud-canary",
+        "delete HTTPRoute fraud",
+    ] {
+        assert!(kinds.contains(&k.to_string()), "{kinds:?}");
+    }
+}
+
+#[test]
+fn stables_hpa_moving_mid_step_resizes_the_canary_without_restarting_the_step() {
+    let mut r = Rig::new(
+        "  autoscaling: {minReplicas: 2, maxReplicas: 20}\n  rollout: {steps: [50], interval: 5m}\n",
+    );
+    let (old, new) = (r.old.clone(), r.new.clone());
+    r.observed
+        .revisions
+        .iter_mut()
+        .for_each(|d| d.replicas = Some(6));
+    r.step(0, ObservedEvidence::default(), &[&old]);
+    r.step(30, healthy(), &[&old, &new]);
+    r.step(30, healthy(), &[&old, &new]);
+    let opened = r.rollout().step_started_at.clone();
+    assert!(opened.is_some());
+    // The HPA scales stable to 8: the canary follows, the step's window stays.
+    r.observed
+        .revisions
+        .iter_mut()
+        .filter(|d| d.hash == old)
+        .for_each(|d| d.replicas = Some(8));
+    let p = r.step(30, healthy(), &[&old]);
+    assert!(applied_kinds(&p).contains(&format!("scale fraud-{new} 8")));
+    assert_eq!(r.rollout().step_started_at, opened);
+    let p = r.step(30, healthy(), &[&old, &new]);
+    assert_eq!(r.rollout().step_started_at, opened);
+    assert!(
+        p.notices
+            .iter()
+            .all(|n| n.reason != rollout_reason::DEADLINE)
+    );
+}
+
+#[test]
+fn a_network_policy_someone_else_owns_is_left_alone_and_said() {
+    let mut r = Rig::new(STEPS);
+    r.observed.network_policy = Some(ObservedChild {
+        name: "fraud".into(),
+        spec_hash: None,
+        foreign: true,
+    });
+    let p = r.step(10, ObservedEvidence::default(), &[&r.old.clone()]);
+    assert!(
+        !applied_kinds(&p)
+            .iter()
+            .any(|a| a.contains("NetworkPolicy"))
+    );
+    let degraded = conditions::get(&p.status.conditions, DEGRADED).unwrap();
+    assert_eq!(degraded.reason, reason::NETWORK_POLICY_NOT_OWNED);
+}

@@ -55,6 +55,9 @@ pub struct ObservedChild {
     pub name: String,
     /// `drover.dev/spec-hash`.
     pub spec_hash: Option<String>,
+    /// An object of that name exists that this ModelDeployment does not control: Drover leaves
+    /// it alone.
+    pub foreign: bool,
 }
 
 /// HTTPRoute `<name>` as observed.
@@ -99,6 +102,8 @@ pub struct ObservedEvidence {
 pub enum CollectionProblem {
     /// Secret `<name>-monitor-token` does not exist (deleted by hand?).
     TokenMissing,
+    /// Secret `<name>-monitor-token` exists without a usable `token` key.
+    TokenInvalid,
     /// The monitors refuse the token (401/403): the Secret changed under running pods.
     Unauthorized {
         /// Revision whose pods refused.
@@ -118,6 +123,7 @@ impl CollectionProblem {
     pub fn reason(&self) -> &'static str {
         match self {
             CollectionProblem::TokenMissing => reason::MONITOR_TOKEN_MISSING,
+            CollectionProblem::TokenInvalid => reason::MONITOR_TOKEN_INVALID,
             CollectionProblem::Unauthorized { .. } => reason::MONITORS_UNAUTHORIZED,
             CollectionProblem::Unreachable { .. } => reason::MONITORS_UNREACHABLE,
         }
@@ -128,6 +134,10 @@ impl CollectionProblem {
         match self {
             CollectionProblem::TokenMissing => format!(
                 "Secret {} is missing: Drover recreates it; monitors read the new token once the kubelet updates their mounted file",
+                naming::monitor_token(model)
+            ),
+            CollectionProblem::TokenInvalid => format!(
+                "Secret {} has no usable key \"token\": delete it, Drover creates a new one (and restart the pods if their monitors keep refusing)",
                 naming::monitor_token(model)
             ),
             CollectionProblem::Unauthorized { revision } => format!(
@@ -281,10 +291,14 @@ pub mod reason {
     pub const ROUTE_NOT_OWNED: &str = "RouteNotOwned";
     /// A parent Gateway did not accept the route.
     pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
+    /// NetworkPolicy `<name>` exists and belongs to someone else.
+    pub const NETWORK_POLICY_NOT_OWNED: &str = "NetworkPolicyNotOwned";
     /// Reports are collected.
     pub const REPORTS_COLLECTED: &str = "ReportsCollected";
     /// The monitor token Secret is missing.
     pub const MONITOR_TOKEN_MISSING: &str = "MonitorTokenMissing";
+    /// The monitor token Secret has no usable token.
+    pub const MONITOR_TOKEN_INVALID: &str = "MonitorTokenInvalid";
     /// The monitors refuse the token.
     pub const MONITORS_UNAUTHORIZED: &str = "MonitorsUnauthorized";
     /// No ready pod of a revision answered.
@@ -335,6 +349,7 @@ pub fn plan(
         Ok(valid) => {
             planner.roll_out(&old, &valid);
             planner.route_acceptance();
+            planner.foreign_children();
         }
         Err(problems) => planner.refuse(&old, &problems.join("; ")),
     }
@@ -500,12 +515,31 @@ impl Planner<'_> {
         // Drover versions before the canary engine said here that they rolled out immediately.
         conditions::remove(&mut self.status.conditions, IMMEDIATE_FALLBACK);
         let canary = md.spec.rollout.strategy == RolloutStrategy::Canary;
+        // A rollout already running for the revision asked for keeps running through a
+        // problem (it says so); a new one does not start until the problem is gone. Tearing a
+        // running canary down here would delete it, or during a bake window the warm revision.
+        let started = old.rollout.as_ref().is_some_and(|r| {
+            r.revision == target
+                && matches!(
+                    r.phase,
+                    crate::api::RolloutPhase::Progressing
+                        | crate::api::RolloutPhase::Paused
+                        | crate::api::RolloutPhase::Baking
+                )
+        });
         if canary
-            && reference_problem.is_none()
+            && (reference_problem.is_none() || started)
             && let Some(stable) = stable.as_deref()
             && canary::in_flight(old, Some(stable), &target)
         {
             self.roll_out_canary(old, valid, stable, &target);
+            if let Some((why, message)) = reference_problem {
+                self.condition(STALLED, ConditionStatus::True, why, message);
+                self.requeue_after = Some(
+                    self.requeue_after
+                        .map_or(MISSING_REFERENCE_RETRY, |r| r.min(MISSING_REFERENCE_RETRY)),
+                );
+            }
             return;
         }
         conditions::remove(
@@ -936,6 +970,7 @@ fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus, canary: boo
         && reports_missing(old).as_ref() != Some(&why)
         && let Some(reason) = [
             reason::MONITOR_TOKEN_MISSING,
+            reason::MONITOR_TOKEN_INVALID,
             reason::MONITORS_UNAUTHORIZED,
             reason::MONITORS_UNREACHABLE,
         ]

@@ -70,12 +70,14 @@ pub(super) fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) ->
                 next.side_services.push(ObservedChild {
                     name,
                     spec_hash: Child::Service(s.clone()).spec_hash().map(str::to_string),
+                    foreign: false,
                 });
             }
             Action::Apply(c @ Child::NetworkPolicy(_)) => {
                 next.network_policy = Some(ObservedChild {
                     name: c.reference().name,
                     spec_hash: c.spec_hash().map(str::to_string),
+                    foreign: false,
                 });
             }
             Action::Apply(c @ Child::Route(_)) => {

@@ -21,6 +21,15 @@ impl Planner<'_> {
     /// The NetworkPolicy: kept while `spec.networkPolicy.enabled`, removed otherwise.
     pub(super) fn reachability(&mut self) {
         let md = self.md;
+        if self
+            .observed
+            .network_policy
+            .as_ref()
+            .is_some_and(|p| p.foreign)
+        {
+            // Never taken over: said by `foreign_children`.
+            return;
+        }
         if md.spec.network_policy.enabled {
             let policy = build::network_policy::build(md, &self.settings.operator_namespace);
             self.apply_if_changed(Child::NetworkPolicy(Box::new(policy)));
@@ -79,6 +88,25 @@ impl Planner<'_> {
             };
             let r = route::build(md, gateway, weights);
             self.apply_if_changed(Child::Route(Box::new(r)));
+        }
+    }
+
+    /// A NetworkPolicy of Drover's name that Drover does not own is left alone, and said.
+    pub(super) fn foreign_children(&mut self) {
+        let md = self.md;
+        if md.spec.network_policy.enabled
+            && let Some(p) = self.observed.network_policy.as_ref().filter(|p| p.foreign)
+        {
+            let message = format!(
+                "NetworkPolicy {:?} exists and is not controlled by this ModelDeployment; Drover never takes over an object it does not own: delete or rename it, or set spec.networkPolicy.enabled: false",
+                p.name
+            );
+            self.condition(
+                DEGRADED,
+                ConditionStatus::True,
+                reason::NETWORK_POLICY_NOT_OWNED,
+                message,
+            );
         }
     }
 

@@ -154,6 +154,8 @@ pub struct Tick<'a> {
     /// After promotion: the promoted revision runs at its full size (the bake window ends only
     /// then, so the previous revision is never removed before).
     pub promoted_full: bool,
+    /// While baking: the previous revision's Deployment still exists (a rollback needs it).
+    pub previous_present: bool,
     /// Control tokens present.
     pub controls: &'a Controls,
     /// Now.
@@ -308,7 +310,8 @@ pub fn tick(t: &Tick<'_>) -> Decision {
             return steady(t, stable, out);
         };
         let mut next = state.clone();
-        let previous = state.previous.clone();
+        // Traffic can only go back to a revision that still runs.
+        let previous = state.previous.clone().filter(|_| t.previous_present);
         let abort = fresh(&t.controls.abort, &state.controls.abort).cloned();
         let breach = t
             .bake_window
@@ -435,6 +438,13 @@ pub fn tick(t: &Tick<'_>) -> Decision {
             out,
         );
     }
+    // A resume token that finds nothing paused is used up, so it cannot undo a later pause.
+    if state.phase == RolloutPhase::Progressing
+        && fresh(&t.controls.pause, &state.controls.pause).is_none()
+        && let Some(token) = fresh(&t.controls.resume, &state.controls.resume).cloned()
+    {
+        state.controls.resume = Some(token);
+    }
     if let Some(token) = fresh(&t.controls.pause, &state.controls.pause).cloned() {
         state.controls.pause = Some(token);
         if state.phase == RolloutPhase::Progressing {
@@ -495,8 +505,10 @@ pub fn tick(t: &Tick<'_>) -> Decision {
     state.actual_weight =
         t.split
             .actual_weight(t.stable_replicas, replicas, state.requested_weight);
-    if !t.canary_available {
-        state.step_started_at = None;
+    // A step's window opens once the canary runs at the step's size; a canary resized inside
+    // the step (stable's HPA moved) keeps its window, or an active HPA could restart the step
+    // until the deadline.
+    if !t.canary_available && state.step_started_at.is_none() {
         state.reason = format!("waiting for the canary's {replicas} replica(s)");
         return hold(stable, state, replicas, out);
     }
@@ -599,6 +611,17 @@ pub fn tick(t: &Tick<'_>) -> Decision {
 
 fn start(t: &Tick<'_>, controls: AppliedControls, out: &mut Out) -> RolloutState {
     let weight = t.steps.first().copied().unwrap_or(0);
+    // Controls act on the rollout in flight: a token already on the object when a rollout
+    // starts (set while nothing ran, or for the previous revision) counts as used, so an old
+    // promote or abort never decides the next canary.
+    let present = |now: &Option<String>, applied: Option<String>| now.clone().or(applied);
+    let controls = AppliedControls {
+        promote: present(&t.controls.promote, controls.promote),
+        abort: present(&t.controls.abort, controls.abort),
+        retry: present(&t.controls.retry, controls.retry),
+        pause: present(&t.controls.pause, controls.pause),
+        resume: present(&t.controls.resume, controls.resume),
+    };
     out.say(
         false,
         reason::STARTED,

@@ -124,6 +124,7 @@ impl World {
             stable_replicas: 10,
             split: Default::default(),
             promoted_full: true,
+            previous_present: true,
             controls: &self.controls,
             now: at(self.now),
         };
@@ -433,4 +434,56 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn tokens_set_while_nothing_runs_never_decide_the_next_canary() {
+    let r = reports();
+    let mut w = world();
+    // Rolled back by an abort; then promote and pause tokens are set while nothing runs.
+    w.tick(0, Traffic::Healthy, &r);
+    w.controls.abort = Some("a1".into());
+    w.tick(10, Traffic::Healthy, &r);
+    assert_eq!(w.phase(), Some(RolloutPhase::RolledBack));
+    w.controls.promote = Some("stale-promote".into());
+    w.controls.resume = Some("stale-resume".into());
+    w.tick(10, Traffic::Healthy, &r);
+    assert_eq!(
+        w.phase(),
+        Some(RolloutPhase::RolledBack),
+        "nothing to promote"
+    );
+    // A new spec: its canary runs its steps; the stale tokens count as used.
+    w.target = RevisionRef {
+        hash: "newer".into(),
+        version: "3".into(),
+    };
+    w.tick(10, Traffic::Healthy, &r);
+    assert_eq!(w.phase(), Some(RolloutPhase::Progressing));
+    assert!(!w.reasons.contains(&reason::PROMOTED_BY_HAND));
+    w.tick(10, Traffic::Healthy, &r);
+    assert_eq!(
+        w.phase(),
+        Some(RolloutPhase::Progressing),
+        "not aborted either"
+    );
+    // A pause now holds: the stale resume cannot undo it.
+    w.controls.pause = Some("p1".into());
+    w.tick(10, Traffic::Healthy, &r);
+    w.tick(10, Traffic::Healthy, &r);
+    assert_eq!(w.phase(), Some(RolloutPhase::Paused));
+}
+
+#[test]
+fn a_resume_that_finds_nothing_paused_is_used_up() {
+    let r = reports();
+    let mut w = world();
+    w.tick(0, Traffic::Healthy, &r);
+    w.tick(10, Traffic::Healthy, &r);
+    w.controls.resume = Some("early".into());
+    w.tick(10, Traffic::Healthy, &r);
+    w.controls.pause = Some("p1".into());
+    w.tick(10, Traffic::Healthy, &r);
+    w.tick(10, Traffic::Healthy, &r);
+    assert_eq!(w.phase(), Some(RolloutPhase::Paused));
 }

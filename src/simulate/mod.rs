@@ -359,6 +359,7 @@ pub fn simulate(md: &ModelDeployment, scenario: &Scenario) -> Result<Simulation,
             stable_replicas: replicas,
             split: md.spec.rollout.traffic.mode.into(),
             promoted_full: true,
+            previous_present: true,
             controls: &controls,
             now,
         };
