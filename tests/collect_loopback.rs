@@ -398,6 +398,10 @@ async fn scrapes_real_monitors_merges_per_revision_survives_restarts_and_counts_
     scrape.round_at(&scraper, later(4)).await;
     let ev = collector.evidence("uid-1", &status);
     assert!(ev.canary.is_none());
+    assert_eq!(ev.problem, None, "one bad round is not yet a problem");
+    scrape.round_at(&scraper, later(5)).await;
+    let ev = collector.evidence("uid-1", &status);
+    assert!(ev.canary.is_none());
     assert_eq!(
         ev.problem,
         Some(plan::CollectionProblem::Unreachable {

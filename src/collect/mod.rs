@@ -165,7 +165,12 @@ struct ModelWindows {
     last_round: Option<Instant>,
     /// Why the last round got no reports, if it did not.
     problem: Option<CollectionProblem>,
+    /// Consecutive rounds with a problem: one bad round (a timeout) is not worth a condition.
+    problem_rounds: u32,
 }
+
+/// Rounds a problem must last before it is reported.
+pub const PROBLEM_ROUNDS: u32 = 2;
 
 /// Reports collected per ModelDeployment (by uid), shared by the scrape loop and reconciles.
 #[derive(Default)]
@@ -193,7 +198,10 @@ impl Collector {
             stable: window(&want.stable),
             bake: window(&want.bake),
             profile: None,
-            problem: model.problem.clone(),
+            problem: model
+                .problem
+                .clone()
+                .filter(|_| model.problem_rounds >= PROBLEM_ROUNDS),
         }
     }
 
@@ -275,7 +283,12 @@ impl Collector {
     /// Records why the last round of `uid` got no reports (`None`: it did).
     pub fn set_problem(&self, uid: &str, problem: Option<CollectionProblem>) {
         if let Ok(mut models) = self.models.lock() {
-            models.entry(uid.to_string()).or_default().problem = problem;
+            let model = models.entry(uid.to_string()).or_default();
+            model.problem_rounds = match &problem {
+                Some(_) => model.problem_rounds.saturating_add(1),
+                None => 0,
+            };
+            model.problem = problem;
         }
     }
 

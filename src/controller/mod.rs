@@ -134,6 +134,19 @@ impl Context {
         }
     }
 
+    /// Forgets what this instance remembers of a ModelDeployment being deleted.
+    fn forget(&self, uid: &str) {
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(uid);
+        }
+        if let Ok(mut t) = self.tokens.lock() {
+            t.remove(uid);
+        }
+        if let Ok(mut p) = self.policies.lock() {
+            p.remove(uid);
+        }
+    }
+
     /// The same context sharing `collector` with a scrape loop.
     pub fn with_collector(mut self, collector: Arc<Collector>) -> Self {
         self.collector = collector;
@@ -276,11 +289,13 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
         store_ready(&stores.services),
         store_ready(&stores.autoscalers)
     );
+    let uid = md.uid().unwrap_or_default();
     if md.meta().deletion_timestamp.is_some() {
-        // Owner references let the garbage collector remove the children.
+        // Owner references let the garbage collector remove the children; what this instance
+        // remembers of the object goes.
+        ctx.forget(&uid);
         return Ok(Requeue::await_change());
     }
-    let uid = md.uid().unwrap_or_default();
     let fresher = ctx.written.lock().ok().and_then(|w| w.get(&uid).cloned());
     let current;
     let md = match fresher {
