@@ -75,7 +75,20 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
+    // Headers named in Connection are hop-by-hop too. Nearly always it only says `keep-alive`
+    // (already in the list) or `close` (no header): then nothing is collected or allocated.
+    let only_standard = headers.get_all(header::CONNECTION).iter().all(|v| {
+        v.as_bytes().split(|b| *b == b',').all(|token| {
+            let token = token.trim_ascii();
+            token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
+        })
+    });
+    if only_standard {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -189,11 +202,8 @@ impl Proxy {
                 "request body too large",
             ));
         }
-        let body = match Limited::new(body, self.settings.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
+        let body = match read_to_end(Limited::new(body, self.settings.max_body_bytes)).await {
+            Ok(bytes) => bytes,
             Err(e) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
@@ -310,10 +320,10 @@ impl Proxy {
             let body = Returning::new(resp_body, taken, self.upstream.clone());
             return Ok(Response::from_parts(resp_parts, body.boxed()));
         };
-        let bytes = match resp_body.collect().await {
-            Ok(c) => {
+        let bytes = match read_to_end(resp_body).await {
+            Ok(bytes) => {
                 self.upstream.give_back(taken);
-                c.to_bytes()
+                bytes
             }
             Err(_) => {
                 record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
@@ -388,6 +398,40 @@ impl Proxy {
     }
 }
 
+/// A body's data as one buffer, trailers dropped (what `collect().to_bytes()` gives): a body
+/// in one frame, as small JSON bodies nearly always come, is kept as it is, without the frame
+/// queue `collect` allocates.
+async fn read_to_end<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        match (&mut joined, first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(previous)) => {
+                let mut buffer = bytes::BytesMut::with_capacity(previous.len() + data.len());
+                buffer.extend_from_slice(&previous);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(joined) => joined.freeze(),
+        None => first.unwrap_or_default(),
+    })
+}
+
 /// True when the model closed the connection before answering (safe to retry once): the
 /// request never went out on a kept-alive connection (what hyper-util's client retried by
 /// itself), or the connection closed before a response began.
@@ -419,6 +463,53 @@ mod tests {
         let base: Uri = base.parse().unwrap();
         let request: Uri = t.parse().unwrap();
         upstream_target(&base, &request).unwrap().unwrap_or(request)
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), [&header::CONTENT_TYPE]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Trace"),
+        );
+        headers.insert("x-trace", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_read_to_end_in_one_or_many_frames() {
+        use futures::stream;
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+        let one = read_to_end(Full::new(Bytes::from_static(b"{}")))
+            .await
+            .unwrap();
+        assert_eq!(&one[..], b"{}");
+        let frames = [&b"a"[..], b"", b"bc", b"d"]
+            .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(c))));
+        let many = read_to_end(StreamBody::new(stream::iter(frames)))
+            .await
+            .unwrap();
+        assert_eq!(&many[..], b"abcd");
+        let none = read_to_end(http_body_util::Empty::<Bytes>::new())
+            .await
+            .unwrap();
+        assert!(none.is_empty());
     }
 
     #[test]
