@@ -679,3 +679,52 @@ async fn a_recreated_token_secret_is_picked_up_without_a_restart() {
     );
     assert_eq!(get("a-guess").await, StatusCode::UNAUTHORIZED);
 }
+
+/// A relay in front of `upstream` that counts the connections made to it.
+async fn counting_relay(upstream: SocketAddr) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn connections_to_the_model_are_kept_alive_and_reused() {
+    let up = upstream().await;
+    let (relay, accepted) = counting_relay(up).await;
+    let m = start_monitor(relay, &[]).await;
+    for i in 0..6 {
+        // Each request on a new client connection: the model connection outlives them.
+        let a = if i % 2 == 0 {
+            send(
+                "POST",
+                format!("http://{}/predict", m.serving),
+                &[],
+                transaction(3.0),
+            )
+            .await
+        } else {
+            // Streamed through unread: the connection goes back once the body has ended.
+            send("GET", format!("http://{}/stream", m.serving), &[], "").await
+        };
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "sequential requests share one connection to the model"
+    );
+}

@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod recorder;
 pub mod report;
 pub mod sampling;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -208,10 +209,11 @@ pub fn prepare(args: &MonitorArgs) -> anyhow::Result<Prepared> {
         instance,
         jiff::Timestamp::now().to_string(),
     ));
+    let upstream = Arc::new(upstream::Upstream::new(&settings.upstream)?);
     let proxy = Arc::new(Proxy {
         settings,
         recorder,
-        client: proxy::upstream_client(),
+        upstream,
         log: ExchangeLog {
             rate: args.log_sample_rate,
             max_bytes: args.log_max_bytes,

@@ -10,14 +10,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use super::payload::{self, Unreadable};
 use super::recorder::{Exchange, Outcome, Recorder};
 use super::sampling::ExchangeLog;
+use super::upstream::{Returning, SendError, Upstream};
 
 /// The body type the proxy answers with: buffered bytes, or the model's body streamed through.
 pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
@@ -55,25 +54,12 @@ pub struct Proxy {
     pub settings: ProxySettings,
     /// Shared state.
     pub recorder: Arc<Recorder>,
-    /// Connection pool to the model.
-    pub client: HttpClient<HttpConnector, Full<Bytes>>,
+    /// Keep-alive connections to the model.
+    pub upstream: Arc<Upstream>,
     /// Sampled request/response log.
     pub log: ExchangeLog,
     /// Set once the pod is terminating.
     pub terminating: Arc<AtomicBool>,
-}
-
-/// A pooled keep-alive client to the model on loopback.
-pub fn upstream_client() -> HttpClient<HttpConnector, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    HttpClient::builder(hyper_util::rt::TokioExecutor::new())
-        // Shorter than the keep-alive of common model servers (uvicorn 5 s, gunicorn 2 s), so
-        // the pool rarely hands out a connection the server is about to close.
-        .pool_idle_timeout(Duration::from_secs(1))
-        .pool_max_idle_per_host(1024)
-        .build(connector)
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded.
@@ -89,7 +75,20 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
+    // Headers named in Connection are hop-by-hop too. Nearly always it only says `keep-alive`
+    // (already in the list) or `close` (no header): then nothing is collected or allocated.
+    let only_standard = headers.get_all(header::CONNECTION).iter().all(|v| {
+        v.as_bytes().split(|b| *b == b',').all(|token| {
+            let token = token.trim_ascii();
+            token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
+        })
+    });
+    if only_standard {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -129,28 +128,32 @@ fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
     headers.get("x-api-key").map(HeaderValue::as_bytes)
 }
 
-/// The model's URI for a request target: the upstream's scheme and authority with the
-/// request's path and query. The common case (an upstream without a path, a target in origin
-/// form) reuses the parsed parts instead of formatting and re-parsing a string per request.
-fn upstream_uri(base: &Uri, target: Option<&http::uri::PathAndQuery>) -> Result<Uri, ()> {
+/// The request target sent to the model, in origin form (`/path?query`, what goes on an
+/// HTTP/1.1 request line to a server that is not a proxy): the upstream's path prefix, if any,
+/// then the request's path and query. `None` when the request's own URI already is that
+/// target (the common case: an HTTP/1.1 request to an upstream without a path), so nothing is
+/// copied or parsed per request.
+fn upstream_target(base: &Uri, request: &Uri) -> Result<Option<Uri>, ()> {
     let prefix = base.path_and_query().map_or("", |p| p.as_str());
-    match target {
-        Some(target)
-            if (prefix.is_empty() || prefix == "/") && target.as_str().starts_with('/') =>
-        {
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = base.scheme().cloned();
-            parts.authority = base.authority().cloned();
-            parts.path_and_query = Some(target.clone());
-            Uri::from_parts(parts).map_err(|_| ())
+    if let Some(target) = request.path_and_query()
+        && (prefix.is_empty() || prefix == "/")
+        && target.as_str().starts_with('/')
+    {
+        if request.scheme().is_none() && request.authority().is_none() {
+            return Ok(None);
         }
-        _ => Uri::try_from(format!(
-            "{}{}",
-            base.to_string().trim_end_matches('/'),
-            target.map_or("/", |p| p.as_str())
-        ))
-        .map_err(|_| ()),
+        return Ok(Some(Uri::from(target.clone())));
     }
+    let full = Uri::try_from(format!(
+        "{}{}",
+        base.to_string().trim_end_matches('/'),
+        request.path_and_query().map_or("/", |p| p.as_str())
+    ))
+    .map_err(|_| ())?;
+    Ok(Some(full.path_and_query().map_or_else(
+        || Uri::from_static("/"),
+        |p| Uri::from(p.clone()),
+    )))
 }
 
 impl Proxy {
@@ -199,11 +202,8 @@ impl Proxy {
                 "request body too large",
             ));
         }
-        let body = match Limited::new(body, self.settings.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
+        let body = match read_to_end(Limited::new(body, self.settings.max_body_bytes)).await {
+            Ok(bytes) => bytes,
             Err(e) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
@@ -224,8 +224,8 @@ impl Proxy {
         };
 
         // Forward.
-        let upstream = match upstream_uri(&self.settings.upstream, parts.uri.path_and_query()) {
-            Ok(uri) => uri,
+        let target = match upstream_target(&self.settings.upstream, &parts.uri) {
+            Ok(target) => target,
             Err(_) => {
                 record_bare(StatusCode::BAD_REQUEST, None);
                 return Ok(plain(StatusCode::BAD_REQUEST, "invalid request target"));
@@ -236,7 +236,14 @@ impl Proxy {
         let request_path = (self.log.rate > 0.0).then(|| parts.uri.path().to_string());
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
-        parts.uri = upstream;
+        if !parts.headers.contains_key(header::HOST) {
+            parts
+                .headers
+                .insert(header::HOST, self.upstream.host().clone());
+        }
+        if let Some(target) = target {
+            parts.uri = target;
+        }
         parts.version = http::Version::HTTP_11;
         let forward = |parts: &http::request::Parts| {
             let mut request = Request::new(Full::new(body.clone()));
@@ -247,29 +254,36 @@ impl Proxy {
             request
         };
         let deadline = tokio::time::Instant::now() + self.settings.upstream_timeout;
-        let mut attempt = 0;
-        let response = loop {
-            attempt += 1;
-            match tokio::time::timeout_at(deadline, self.client.request(forward(&parts))).await {
-                Ok(Ok(r)) => break r,
-                // A pooled connection the model closed just as the request went out (its
-                // keep-alive timer and ours raced): nothing was answered, so one retry on a fresh
-                // connection is safe and keeps the model's own idle timeout from showing as 502s.
-                Ok(Err(e)) if attempt == 1 && closed_before_answer(&e) => continue,
-                Ok(Err(_)) => {
-                    record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
-                    return Ok(plain(
-                        StatusCode::BAD_GATEWAY,
-                        "the model server could not be reached",
-                    ));
+        let exchange = async {
+            let mut retried = false;
+            loop {
+                let mut taken = self.upstream.take(retried, started).await?;
+                match Upstream::send(&mut taken, forward(&parts)).await {
+                    Ok(response) => return Ok((response, taken)),
+                    // A kept-alive connection the model closed just as the request went out
+                    // (its keep-alive timer and ours raced): nothing was answered, so one retry
+                    // on a fresh connection is safe and keeps the model's own idle timeout from
+                    // showing as 502s.
+                    Err(e) if !retried && closed_before_answer(&e, taken.reused) => retried = true,
+                    Err(e) => return Err(e),
                 }
-                Err(_) => {
-                    record_bare(StatusCode::GATEWAY_TIMEOUT, Some(Outcome::UpstreamTimeout));
-                    return Ok(plain(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "the model server did not answer in time",
-                    ));
-                }
+            }
+        };
+        let (response, taken) = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => {
+                record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
+                return Ok(plain(
+                    StatusCode::BAD_GATEWAY,
+                    "the model server could not be reached",
+                ));
+            }
+            Err(_) => {
+                record_bare(StatusCode::GATEWAY_TIMEOUT, Some(Outcome::UpstreamTimeout));
+                return Ok(plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the model server did not answer in time",
+                ));
             }
         };
 
@@ -303,10 +317,14 @@ impl Proxy {
                 response: Some(Err(Unreadable::UnknownShape)),
                 terminating,
             });
-            return Ok(Response::from_parts(resp_parts, resp_body.boxed()));
+            let body = Returning::new(resp_body, taken, self.upstream.clone());
+            return Ok(Response::from_parts(resp_parts, body.boxed()));
         };
-        let bytes = match resp_body.collect().await {
-            Ok(c) => c.to_bytes(),
+        let bytes = match read_to_end(resp_body).await {
+            Ok(bytes) => {
+                self.upstream.give_back(taken);
+                bytes
+            }
             Err(_) => {
                 record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
                 return Ok(plain(
@@ -380,17 +398,53 @@ impl Proxy {
     }
 }
 
-/// True when the model closed a reused connection before answering (safe to retry once).
-fn closed_before_answer(error: &hyper_util::client::legacy::Error) -> bool {
-    use std::error::Error as _;
-    let mut source = error.source();
-    while let Some(e) = source {
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            return h.is_incomplete_message() || h.is_closed() || h.is_canceled();
+/// A body's data as one buffer, trailers dropped (what `collect().to_bytes()` gives): a body
+/// in one frame, as small JSON bodies nearly always come, is kept as it is, without the frame
+/// queue `collect` allocates.
+async fn read_to_end<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
         }
-        source = e.source();
+        match (&mut joined, first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(previous)) => {
+                let mut buffer = bytes::BytesMut::with_capacity(previous.len() + data.len());
+                buffer.extend_from_slice(&previous);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            }
+        }
     }
-    false
+    Ok(match joined {
+        Some(joined) => joined.freeze(),
+        None => first.unwrap_or_default(),
+    })
+}
+
+/// True when the model closed the connection before answering (safe to retry once): the
+/// request never went out on a kept-alive connection (what hyper-util's client retried by
+/// itself), or the connection closed before a response began.
+fn closed_before_answer(error: &SendError, reused: bool) -> bool {
+    match error {
+        SendError::Connect(_) => false,
+        SendError::Http { error, unsent } => {
+            (*unsent && reused)
+                || error.is_incomplete_message()
+                || error.is_closed()
+                || error.is_canceled()
+        }
+    }
 }
 
 fn lowest_confidence(value: &Value) -> Option<f64> {
@@ -405,28 +459,73 @@ fn lowest_confidence(value: &Value) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn target(t: &str) -> Uri {
-        let base: Uri = "http://127.0.0.1:8080".parse().unwrap();
+    fn target(base: &str, t: &str) -> Uri {
+        let base: Uri = base.parse().unwrap();
         let request: Uri = t.parse().unwrap();
-        upstream_uri(&base, request.path_and_query()).unwrap()
+        upstream_target(&base, &request).unwrap().unwrap_or(request)
     }
 
     #[test]
-    fn upstream_uri_keeps_path_and_query() {
-        assert_eq!(target("/predict"), "http://127.0.0.1:8080/predict");
+    fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), [&header::CONTENT_TYPE]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Trace"),
+        );
+        headers.insert("x-trace", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
         assert_eq!(
-            target("/v1/m:predict?x=1&y"),
-            "http://127.0.0.1:8080/v1/m:predict?x=1&y"
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_read_to_end_in_one_or_many_frames() {
+        use futures::stream;
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+        let one = read_to_end(Full::new(Bytes::from_static(b"{}")))
+            .await
+            .unwrap();
+        assert_eq!(&one[..], b"{}");
+        let frames = [&b"a"[..], b"", b"bc", b"d"]
+            .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(c))));
+        let many = read_to_end(StreamBody::new(stream::iter(frames)))
+            .await
+            .unwrap();
+        assert_eq!(&many[..], b"abcd");
+        let none = read_to_end(http_body_util::Empty::<Bytes>::new())
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn upstream_target_keeps_path_and_query_in_origin_form() {
+        let base = "http://127.0.0.1:8080";
+        assert_eq!(target(base, "/predict"), "/predict");
+        assert_eq!(target(base, "/v1/m:predict?x=1&y"), "/v1/m:predict?x=1&y");
+        assert_eq!(target(base, "http://client.example/p?q"), "/p?q");
+        assert_eq!(target(base, "http://client.example"), "/");
+        assert_eq!(
+            target("http://127.0.0.1:8080/base/", "/predict"),
+            "/base/predict"
         );
         assert_eq!(
-            target("http://client.example/p?q"),
-            "http://127.0.0.1:8080/p?q"
-        );
-        let prefixed: Uri = "http://127.0.0.1:8080/base/".parse().unwrap();
-        let request: Uri = "/predict".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&prefixed, request.path_and_query()).unwrap(),
-            "http://127.0.0.1:8080/base/predict"
+            target("http://127.0.0.1:8080/base", "/p?q=1"),
+            "/base/p?q=1"
         );
     }
 }

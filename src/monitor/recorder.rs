@@ -96,11 +96,38 @@ fn format_number(x: f64) -> String {
     }
 }
 
+/// [`format_number`] of a whole number, written on the stack: class labels such as
+/// `{"prediction": 1}` are counted on every response without allocating a string.
+fn whole_number(x: f64, buffer: &mut [u8; 20]) -> Option<&str> {
+    if !(x.fract() == 0.0 && x.abs() < 1e15) {
+        return None;
+    }
+    let n = x as i64;
+    let mut magnitude = n.unsigned_abs();
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (magnitude % 10) as u8;
+        magnitude /= 10;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buffer[at] = b'-';
+    }
+    std::str::from_utf8(&buffer[at..]).ok()
+}
+
 fn observe(h: &mut FeatureHistogram, value: Observation<'_>) {
     let numeric = h.layout().is_numeric();
     match value {
         Observation::Number(x) if numeric => h.observe_number(x),
-        Observation::Number(x) => h.observe_category(&format_number(x)),
+        Observation::Number(x) => match whole_number(x, &mut [0; 20]) {
+            Some(label) => h.observe_category(label),
+            None => h.observe_category(&format_number(x)),
+        },
         Observation::Category(s) if numeric => match s.trim().parse::<f64>() {
             Ok(x) => h.observe_number(x),
             Err(_) => h.observe_category(s),
@@ -621,6 +648,31 @@ mod tests {
             request: Some(Ok(req)),
             response: Some(Ok(resp)),
             terminating: false,
+        }
+    }
+
+    #[test]
+    fn whole_numbers_are_labelled_as_format_number_does() {
+        for x in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            7.0,
+            10.0,
+            -42.0,
+            123456789.0,
+            999999999999999.0,
+            -1e14,
+        ] {
+            assert_eq!(
+                whole_number(x, &mut [0; 20]),
+                Some(format_number(x).as_str()),
+                "{x}"
+            );
+        }
+        for x in [0.5, 1e15, -1e15, f64::NAN, f64::INFINITY] {
+            assert_eq!(whole_number(x, &mut [0; 20]), None, "{x}");
         }
     }
 
