@@ -70,10 +70,12 @@ struct PodReports {
 impl PodReports {
     fn contribution(&self) -> Option<Report> {
         let latest = self.latest.parse()?;
-        Some(match self.baseline.as_ref().and_then(Stored::parse) {
-            Some(b) => latest.delta(&b).unwrap_or(latest),
-            None => latest,
-        })
+        match &self.baseline {
+            // A baseline that cannot be subtracted leaves the pod out: counting its whole
+            // history would put traffic from before the window into it.
+            Some(b) => latest.delta(&b.parse()?).ok(),
+            None => Some(latest),
+        }
     }
 }
 
