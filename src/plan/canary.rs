@@ -329,22 +329,12 @@ impl Planner<'_> {
             return;
         }
         let d = build::deployment::build(md, hash, None, &monitor_image);
-        let scale =
-            (observed.as_ref().and_then(|o| o.replicas) != Some(replicas)).then(|| Action::Scale {
-                deployment: d.metadata.name.clone().unwrap_or_default(),
-                replicas,
-            });
-        match (observed.is_some(), scale) {
-            (true, Some(scale)) => {
-                self.actions.push(scale);
-                self.apply_if_changed(Child::Deployment(Box::new(d)));
-            }
-            (false, Some(scale)) => {
-                self.apply_if_changed(Child::Deployment(Box::new(d)));
-                self.actions.push(scale);
-            }
-            (_, None) => self.apply_if_changed(Child::Deployment(Box::new(d))),
-        }
+        let current = observed.as_ref().and_then(|o| o.replicas);
+        self.apply_with_scale(
+            d,
+            observed.is_some(),
+            (current != Some(replicas)).then_some(replicas),
+        );
     }
 
     /// The HPA on `revision`'s Deployment when the spec autoscales; else no HPA.

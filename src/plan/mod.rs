@@ -804,12 +804,23 @@ impl Planner<'_> {
         let scale =
             wanted.filter(|n| handover || observed.as_ref().and_then(|o| o.replicas) != Some(*n));
         let deployment = build::deployment::build(md, hash, None, &monitor_image);
-        let name = deployment.metadata.name.clone().unwrap_or_default();
-        let scale_action = scale.map(|replicas| Action::Scale {
-            deployment: name,
+        self.apply_with_scale(deployment, observed.is_some(), scale);
+    }
+
+    /// Applies a Deployment whose count is the scale manager's (`replicas`, when it must be
+    /// set): an existing one gets its count before the apply that omits it (so it is never
+    /// defaulted), a new one after it is created.
+    fn apply_with_scale(
+        &mut self,
+        deployment: k8s_openapi::api::apps::v1::Deployment,
+        exists: bool,
+        replicas: Option<i32>,
+    ) {
+        let scale = replicas.map(|replicas| Action::Scale {
+            deployment: deployment.metadata.name.clone().unwrap_or_default(),
             replicas,
         });
-        match (observed.is_some(), scale_action) {
+        match (exists, scale) {
             (true, Some(scale)) => {
                 self.actions.push(scale);
                 self.apply_if_changed(Child::Deployment(Box::new(deployment)));
