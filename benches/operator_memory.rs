@@ -91,7 +91,6 @@ use drover::api::ModelDeployment;
 use drover::build::{self, Child};
 use drover::controller;
 use drover::controller::cached::{CachedAutoscaler, CachedDeployment, CachedService};
-use drover::naming::LABEL_MODEL;
 use drover::operator::OperatorArgs;
 use drover::plan::{self, Action, Observed, ReferenceState};
 use drover::revision::revision_of;
@@ -101,7 +100,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStat
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -869,35 +868,24 @@ struct Cached {
     network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
-/// Same test as the controller's (private) `is_child`.
-fn is_child<K: Resource>(md: &ModelDeployment, obj: &K) -> bool {
-    let uid = md.meta().uid.as_deref();
-    obj.meta().namespace == md.meta().namespace
-        && obj.labels().get(LABEL_MODEL).map(String::as_str) == md.meta().name.as_deref()
-        && obj
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
-}
-
 /// What `controller::observe` builds from the stores.
 fn observe(md: &ModelDeployment, c: &Cached) -> Observed {
     Observed {
         revisions: c
             .deployments
             .iter()
-            .filter(|d| is_child(md, *d))
+            .filter(|d| controller::is_child(md, *d))
             .map(controller::observed_revision)
             .collect(),
         service: c
             .service
             .as_ref()
-            .filter(|s| is_child(md, *s))
+            .filter(|s| controller::is_child(md, *s))
             .map(controller::observed_service),
         autoscaler: c
             .autoscaler
             .as_ref()
-            .filter(|h| is_child(md, *h))
+            .filter(|h| controller::is_child(md, *h))
             .map(controller::observed_autoscaler),
         reference: ReferenceState::NotReferenced,
         network_policy: c.network_policy.as_ref().map(|p| plan::ObservedChild {

@@ -518,7 +518,7 @@ fn exists(observed: &Observed, r: &ChildRef) -> bool {
 }
 
 /// True when `obj` is a child of `md`: same namespace, its model label, and `md` as controller.
-fn is_child<K: Resource>(md: &ModelDeployment, obj: &K) -> bool {
+pub fn is_child<K: Resource>(md: &ModelDeployment, obj: &K) -> bool {
     let uid = md.meta().uid.as_deref();
     obj.meta().namespace == md.meta().namespace
         && obj.labels().get(LABEL_MODEL).map(String::as_str) == md.meta().name.as_deref()
