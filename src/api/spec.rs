@@ -707,10 +707,17 @@ pub struct DriftSpec {
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 1))]
     pub min_samples: i64,
-    /// Consecutive drifted windows before `DriftDetected` is set.
+    /// Consecutive drifted windows before `DriftDetected` is set (and as many clean ones
+    /// before it is cleared).
     #[serde(default = "default_consecutive_windows")]
     #[schemars(range(min = 1, max = 100))]
     pub consecutive_windows: i32,
+    /// A window whose mean confidence is lower than the reference's by more than this counts as
+    /// drifted. The reference is the profile's confidence distribution, else the last judged
+    /// window. Unset: confidence is not watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_confidence_drop: Option<f64>,
 }
 
 impl Default for DriftSpec {
@@ -720,6 +727,7 @@ impl Default for DriftSpec {
             threshold: default_drift_threshold(),
             min_samples: default_min_samples(),
             consecutive_windows: default_consecutive_windows(),
+            max_confidence_drop: None,
         }
     }
 }
@@ -789,9 +797,12 @@ pub enum DriftAction {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("duration(self.cooldown) >= duration('1m')").message("spec.remediation.retraining.cooldown must be at least 1m").field_path(".cooldown"),
+    validation = Rule::new("duration(self.timeout) >= duration('1m')").message("spec.remediation.retraining.timeout must be at least 1m").field_path(".timeout"),
 )]
 pub struct RetrainingSpec {
-    /// The Job to start (a `batch/v1` JobTemplateSpec).
+    /// The Job to start (a `batch/v1` JobTemplateSpec). Drover adds the trigger to every
+    /// container's environment: `DROVER_TRIGGER_REASON`, `DROVER_TRIGGER_REPORT` (the drift
+    /// report as JSON), `DROVER_MODEL_NAME`, `DROVER_MODEL_VERSION`, `DROVER_MODEL_NAMESPACE`.
     pub job_template: JobTemplateSpec,
     /// Least time between two retraining runs.
     #[serde(default = "default_cooldown")]
@@ -804,6 +815,72 @@ pub struct RetrainingSpec {
     #[serde(default = "default_max_runs_per_day")]
     #[schemars(range(min = 1, max = 48))]
     pub max_runs_per_day: i32,
+    /// Longest a run may take (the Job's `activeDeadlineSeconds` unless the template sets one):
+    /// a Job that never finishes fails instead of holding retraining forever.
+    #[serde(default = "default_retraining_timeout")]
+    pub timeout: GoDuration,
+    /// Also retrain on a schedule (cron syntax, as a CronJob's `schedule`), drift or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^ ]+( +[^ ]+){4})$')").message("spec.remediation.retraining.schedule must be a cron schedule of five fields or a macro such as @daily"))]
+    pub schedule: Option<String>,
+    /// Time zone of `schedule` (an IANA name such as `Europe/Berlin`; default the
+    /// kube-controller-manager's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub time_zone: Option<String>,
+    /// What a retrained model must achieve to become a candidate. Without it, every model a
+    /// run reports is recorded as rejected ("no acceptance thresholds").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<AcceptanceSpec>,
+    /// Roll an accepted candidate out (by canary) by setting `spec.model` to it. Off by
+    /// default: the candidate is announced for whoever owns the spec to commit, which keeps
+    /// GitOps the source of truth (see docs/retraining.md).
+    #[serde(default)]
+    pub auto_deploy: bool,
+}
+
+/// The evaluation gate a retrained model passes to become a candidate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptanceSpec {
+    /// Every rule must hold.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 16))]
+    pub metrics: Vec<AcceptanceRule>,
+    /// The serving model's evaluation metrics, for rules with `notWorseThanStable`. When unset,
+    /// Drover uses the metrics recorded for `spec.model.version` when it was a candidate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stable_metrics: BTreeMap<String, f64>,
+}
+
+/// One metric a candidate must meet.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.min) || has(self.max) || self.notWorseThanStable").message("an acceptance rule needs min, max or notWorseThanStable"),
+)]
+pub struct AcceptanceRule {
+    /// Metric name as the Job reports it (e.g. `accuracy`, `auc`, `logLoss`).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The metric must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The metric must be at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The metric must be at least as good as the serving model's (higher is better unless
+    /// `lowerIsBetter`).
+    #[serde(default)]
+    pub not_worse_than_stable: bool,
+    /// For `notWorseThanStable`: lower values are better (losses, error rates).
+    #[serde(default)]
+    pub lower_is_better: bool,
+}
+
+fn default_retraining_timeout() -> GoDuration {
+    GoDuration::new("6h")
 }
 
 fn default_max_runs_per_day() -> i32 {

@@ -1,5 +1,7 @@
 //! `ModelDeployment.status`: decisions and transitions, never live values (those are gauges).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,153 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub history: Vec<RolloutRecord>,
+    /// The steady-state watch of the serving revision (counters kept so a restarted operator
+    /// resumes; live scores are gauges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
+    /// Retraining runs and the candidates they reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retraining: Option<RetrainingStatus>,
+}
+
+/// The steady-state watch. Written when a counter or the verdict changes, not every window:
+/// counters stop at `consecutiveWindows`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// The revision watched; the counters start again when another revision serves.
+    pub revision: String,
+    /// Consecutive judged windows that drifted (at most `consecutiveWindows`).
+    #[serde(default)]
+    pub drifted_windows: i32,
+    /// Consecutive judged windows that did not (at most `consecutiveWindows`).
+    #[serde(default)]
+    pub clean_windows: i32,
+    /// Drift is declared (condition `DriftDetected`).
+    #[serde(default)]
+    pub detected: bool,
+    /// When drift was last declared or cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// The highest-scoring features when drift was declared (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub features: Vec<FeatureScore>,
+    /// Prediction drift when drift was declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<FeatureScore>,
+    /// Fall of the mean confidence below the reference when drift was declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence_drop: Option<f64>,
+}
+
+/// A column's drift score.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureScore {
+    /// Feature name (`prediction` for the prediction distribution).
+    pub name: String,
+    /// Score with the configured measure.
+    pub score: f64,
+    /// (window mean − reference mean) / reference standard deviation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_shift: Option<f64>,
+    /// window standard deviation / reference standard deviation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std_ratio: Option<f64>,
+    /// Above the threshold.
+    #[serde(default)]
+    pub drifted: bool,
+}
+
+/// Retraining: what runs, what ran, and what came of it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrainingStatus {
+    /// The run in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<RetrainingRun>,
+    /// The last run that finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<RetrainingRun>,
+    /// Starts within the last 24 hours (RFC 3339), for `maxRunsPerDay`; kept here because
+    /// finished Jobs beyond `historyLimit` are deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 48))]
+    pub starts: Vec<String>,
+    /// Why no run starts although drift is declared (cooldown, budget, a run in progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    /// The API server refused the Job built from the template: not tried again until the spec
+    /// changes or the cooldown passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<RefusedJob>,
+    /// Models reported by successful runs, newest first (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub candidates: Vec<Candidate>,
+}
+
+/// One retraining run.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrainingRun {
+    /// Job name.
+    pub job: String,
+    /// `Drift` or `Scheduled`.
+    pub reason: String,
+    /// When the Job was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Time>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Time>,
+    /// `Running`, `Succeeded` or `Failed`.
+    pub result: String,
+    /// What happened (the Job's failure reason, or what it reported).
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A Job the API server refused.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedJob {
+    /// The spec generation the Job was built from.
+    pub generation: i64,
+    /// When.
+    pub at: Time,
+    /// The API server's message.
+    pub message: String,
+}
+
+/// A model a retraining run reported.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    /// Model version.
+    pub version: String,
+    /// Image, if the run built one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Artifact URI, if the run reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Evaluation metrics the run reported.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// The Job that reported it.
+    pub job: String,
+    /// When it was judged.
+    pub at: Time,
+    /// `Accepted` or `Rejected`.
+    pub verdict: String,
+    /// Why (each acceptance rule with the values compared).
+    #[serde(default)]
+    pub reason: String,
+    /// Drover set `spec.model` to it (`autoDeploy`).
+    #[serde(default)]
+    pub deployed: bool,
 }
 
 /// Where a canary rollout is. Everything the engine needs to resume after a restart.
