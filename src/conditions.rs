@@ -18,6 +18,9 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// `spec.rollout.strategy` asked for a canary, which this version rolls out immediately.
 pub const IMMEDIATE_FALLBACK: &str = "ImmediateFallback";
+/// The serving model's inputs (or predictions, or confidence) drifted from its reference
+/// profile for `consecutiveWindows` windows.
+pub const DRIFT_DETECTED: &str = "DriftDetected";
 /// Whether the monitors' reports reach the operator while a rollout judges them.
 pub const REPORTS_AVAILABLE: &str = "ReportsAvailable";
 

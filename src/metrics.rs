@@ -73,6 +73,26 @@ pub const SIGNALS: [&str; 7] = [
     "latencyVsStable",
 ];
 
+/// A feature of a model: bounded by `watch::TOP_FEATURES` per ModelDeployment (the series of
+/// features that leave the top are removed).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeatureLabels {
+    namespace: String,
+    name: String,
+    feature: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    namespace: String,
+    name: String,
+    reason: &'static str,
+}
+
+/// The features whose score series exist, per (namespace, name).
+type ScoredFeatures =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabels {
     kind: &'static str,
@@ -94,6 +114,12 @@ pub struct Metrics {
     weights: Family<WeightLabels, Gauge>,
     signal_values: Family<SignalLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     signal_thresholds: Family<SignalLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    drift_scores: Family<FeatureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    drift_detected: Family<ModelLabels, Gauge>,
+    retraining_runs: Family<ReasonLabels, Counter>,
+    candidates: Family<ReasonLabels, Counter>,
+    /// The features whose score series exist, per (namespace, name).
+    scored: ScoredFeatures,
 }
 
 impl Default for Metrics {
@@ -113,6 +139,11 @@ impl Default for Metrics {
             weights: Family::default(),
             signal_values: Family::default(),
             signal_thresholds: Family::default(),
+            drift_scores: Family::default(),
+            drift_detected: Family::default(),
+            retraining_runs: Family::default(),
+            candidates: Family::default(),
+            scored: Default::default(),
         }
     }
 }
@@ -178,6 +209,97 @@ impl Metrics {
             "The threshold each canary signal is judged against",
             self.signal_thresholds.clone(),
         );
+        r.register(
+            "drift_score",
+            "Drift score of the serving revision's highest-scoring features in the last judged window",
+            self.drift_scores.clone(),
+        );
+        r.register(
+            "drift_detected",
+            "1 while drift is declared on the serving revision (condition DriftDetected)",
+            self.drift_detected.clone(),
+        );
+        r.register(
+            "retraining_runs",
+            "Retraining Jobs started, by trigger",
+            self.retraining_runs.clone(),
+        );
+        r.register(
+            "retraining_candidates",
+            "Models reported by retraining runs, by verdict of the acceptance gate",
+            self.candidates.clone(),
+        );
+    }
+
+    /// Sets the drift scores of `namespace/name`'s top features (replacing the last set) and
+    /// whether drift is declared.
+    pub fn set_drift(&self, namespace: &str, name: &str, scores: &[(String, f64)], detected: bool) {
+        let key = (namespace.to_string(), name.to_string());
+        let labels = |feature: &str| FeatureLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            feature: feature.into(),
+        };
+        if let Ok(mut scored) = self.scored.lock() {
+            let before = scored.remove(&key).unwrap_or_default();
+            for gone in before
+                .iter()
+                .filter(|f| !scores.iter().any(|(s, _)| s == *f))
+            {
+                self.drift_scores.remove(&labels(gone));
+            }
+            for (feature, score) in scores.iter().filter(|(_, s)| s.is_finite()) {
+                self.drift_scores
+                    .get_or_create(&labels(feature))
+                    .set(*score);
+            }
+            scored.insert(key, scores.iter().map(|(f, _)| f.clone()).collect());
+        }
+        self.set_drift_detected(namespace, name, detected);
+    }
+
+    /// Sets whether drift is declared on `namespace/name`.
+    pub fn set_drift_detected(&self, namespace: &str, name: &str, detected: bool) {
+        self.drift_detected
+            .get_or_create(&ModelLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+            .set(i64::from(detected));
+    }
+
+    /// Removes the steady-state series of `namespace/name` (deleted, or nothing watched).
+    pub fn forget_drift(&self, namespace: &str, name: &str) {
+        self.set_drift(namespace, name, &[], false);
+        self.drift_detected.remove(&ModelLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        });
+        if let Ok(mut scored) = self.scored.lock() {
+            scored.remove(&(namespace.to_string(), name.to_string()));
+        }
+    }
+
+    /// Counts a retraining Job started for `reason` (`drift` or `scheduled`).
+    pub fn retraining_started(&self, namespace: &str, name: &str, reason: &'static str) {
+        self.retraining_runs
+            .get_or_create(&ReasonLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts a candidate judged `verdict` (`accepted` or `rejected`).
+    pub fn candidate_judged(&self, namespace: &str, name: &str, verdict: &'static str) {
+        self.candidates
+            .get_or_create(&ReasonLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                reason: verdict,
+            })
+            .inc();
     }
 
     /// Counts one scrape by outcome.
@@ -333,5 +455,49 @@ mod tests {
             text.contains("drover_model_deployments{phase=\"Failed\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn drift_scores_keep_only_the_current_top_features() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let encode = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        metrics.set_drift(
+            "ml",
+            "fraud",
+            &[("amount".into(), 1.5), ("age".into(), 0.1)],
+            true,
+        );
+        metrics.set_drift(
+            "ml",
+            "fraud",
+            &[("amount".into(), 0.7), ("channel".into(), 0.2)],
+            true,
+        );
+        let text = encode(&registry);
+        assert!(
+            text.contains(
+                "drover_drift_score{namespace=\"ml\",name=\"fraud\",feature=\"amount\"} 0.7"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("feature=\"channel\""), "{text}");
+        assert!(
+            !text.contains("feature=\"age\""),
+            "a feature that left the top is removed: {text}"
+        );
+        assert!(
+            text.contains("drover_drift_detected{namespace=\"ml\",name=\"fraud\"} 1"),
+            "{text}"
+        );
+        metrics.forget_drift("ml", "fraud");
+        let text = encode(&registry);
+        assert!(!text.contains("feature=\"amount\""), "{text}");
+        assert!(!text.contains("drover_drift_detected{"), "{text}");
     }
 }

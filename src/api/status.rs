@@ -74,6 +74,10 @@ pub struct DriftStatus {
     /// Fall of the mean confidence below the reference when drift was declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence_drop: Option<f64>,
+    /// The SLO breach of the last judged window, values against thresholds (condition
+    /// `Degraded`, reason `SLOBreached`); cleared by a window within the SLO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_breach: Option<String>,
 }
 
 /// A column's drift score.

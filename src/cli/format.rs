@@ -347,6 +347,8 @@ mod tests {
                 ..RolloutState::default()
             }),
             history: vec![],
+            drift: None,
+            retraining: None,
         }
     }
 

@@ -6,6 +6,10 @@
 //! Which revisions and windows are wanted is decided from status alone ([`wanted`]), so the
 //! collector needs no state of its own beyond the reports: a restarted operator opens new
 //! windows at its first scrape, and the judgement waits for enough requests in them.
+//!
+//! Outside a rollout, the serving revision is scraped for the steady-state watch
+//! ([`steady_window`]): consecutive windows of `spec.monitoring.window`, each handed to the
+//! reconcile once when it ends ([`Collector::close_steady`]).
 
 pub mod scrape;
 pub mod window;
@@ -122,6 +126,52 @@ pub fn wanted(status: &ModelDeploymentStatus) -> Wanted {
     }
 }
 
+/// Prefix of the steady-state watch's window keys (`watch <index>`).
+pub const STEADY_KEY_PREFIX: &str = "watch ";
+
+/// The steady-state watch's window over the serving revision at `now`, if the watch runs: a
+/// revision serves, no rollout is in flight (its own windows judge then), and there is
+/// something to watch for (a reference profile or an SLO). Windows are aligned to multiples of
+/// `spec.monitoring.window` since the Unix epoch, so the key follows from the time alone and a
+/// restarted operator agrees with the one before it.
+pub fn steady_window(md: &ModelDeployment, now: jiff::Timestamp) -> Option<WindowRef> {
+    let status = md.status.as_ref()?;
+    let stable = status.stable.as_ref()?;
+    let in_flight = status.rollout.as_ref().is_some_and(|r| {
+        matches!(
+            r.phase,
+            RolloutPhase::Progressing | RolloutPhase::Paused | RolloutPhase::Baking
+        )
+    }) || status.canary.is_some();
+    let monitoring = &md.spec.monitoring;
+    if in_flight || (monitoring.reference.is_none() && monitoring.slo.is_none()) {
+        return None;
+    }
+    let length = monitoring
+        .window
+        .parse()
+        .ok()
+        .map(|d: Duration| d.as_secs())
+        .filter(|s| *s > 0)?;
+    let index = u64::try_from(now.as_second()).ok()? / length;
+    Some(WindowRef {
+        revision: stable.hash.clone(),
+        key: format!("{STEADY_KEY_PREFIX}{index}"),
+    })
+}
+
+/// A steady-state window that ended: what the serving revision's pods saw in it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClosedWindow {
+    /// Its key.
+    pub key: String,
+    /// The merged reports (`None`: no pod contributed).
+    pub report: Option<Report>,
+    /// Mean confidence of the window judged before this one (kept in memory only: after a
+    /// restart the first window has nothing to compare with).
+    pub previous_confidence: Option<f64>,
+}
+
 /// A pod to scrape.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodTarget {
@@ -162,6 +212,8 @@ pub fn targets<'a>(
 #[derive(Default)]
 struct ModelWindows {
     revisions: BTreeMap<String, RevisionWindow>,
+    /// Mean confidence of the last closed steady-state window.
+    last_confidence: Option<f64>,
     last_round: Option<Instant>,
     /// Why the last round got no reports, if it did not.
     problem: Option<CollectionProblem>,
@@ -198,6 +250,7 @@ impl Collector {
             stable: window(&want.stable),
             bake: window(&want.bake),
             profile: None,
+            steady: None,
             problem: model
                 .problem
                 .clone()
@@ -221,6 +274,33 @@ impl Collector {
             .collect();
         self.end_round(uid, revision, present, answered, unanswered);
         outcomes
+    }
+
+    /// Moves `uid`'s steady-state window to `steady` and hands back the steady-state window
+    /// that ended, once. A window a rollout opened is not handed back: it judged the canary.
+    pub fn close_steady(&self, uid: &str, steady: &WindowRef) -> Option<ClosedWindow> {
+        let mut models = self.models.lock().ok()?;
+        let model = models.get_mut(uid)?;
+        let (key, report) = model
+            .revisions
+            .get_mut(&steady.revision)?
+            .advance(&steady.key)?;
+        if !key.starts_with(STEADY_KEY_PREFIX) {
+            return None;
+        }
+        let confidence = report
+            .as_ref()
+            .and_then(|r| r.confidence.as_ref())
+            .and_then(|c| c.mean());
+        let previous_confidence = model.last_confidence;
+        if confidence.is_some() {
+            model.last_confidence = confidence;
+        }
+        Some(ClosedWindow {
+            key,
+            report,
+            previous_confidence,
+        })
     }
 
     /// Records the report `pod` of `uid`'s `revision` answered (as it arrives: the parsed
@@ -388,7 +468,8 @@ impl CollectLoop {
                 continue;
             };
             let want = wanted(status);
-            if want.is_empty() {
+            let steady = steady_window(md, jiff::Timestamp::now());
+            if want.is_empty() && steady.is_none() {
                 self.collector.prune(&uid, &[]);
                 continue;
             }
@@ -402,7 +483,12 @@ impl CollectLoop {
                 continue;
             }
             self.collector.mark(&uid, now);
-            let revisions = want.revisions();
+            let mut revisions = want.revisions();
+            if let Some(steady) = &steady
+                && !revisions.contains(&steady.revision.as_str())
+            {
+                revisions.push(steady.revision.as_str());
+            }
             self.collector.prune(&uid, &revisions);
             let found = targets(md, &revisions, pods.iter().map(|p| p.as_ref()));
             let token = match self.token_of(md, &uid).await {

@@ -154,15 +154,37 @@ impl RevisionWindow {
     /// missing reports freeze a judgement, they never count as good or bad.
     pub fn window(&mut self, key: &str) -> Option<Report> {
         if self.key.as_deref() != Some(key) {
-            self.key = Some(key.to_string());
-            self.retired = None;
-            for p in self.pods.values_mut() {
-                p.baseline = Some(p.latest.clone());
-            }
+            self.open(key);
         }
         if self.answered == 0 {
             return None;
         }
+        self.content()
+    }
+
+    /// Moves the window to `key` and hands back the one it closes: its key and what it held
+    /// (`None` inside when no pod contributed). `None` when the window already is at `key`, or
+    /// none was open. The new window opens at the latest reports, so consecutive windows
+    /// neither overlap nor leave a gap.
+    pub fn advance(&mut self, key: &str) -> Option<(String, Option<Report>)> {
+        if self.key.as_deref() == Some(key) {
+            return None;
+        }
+        let closed = self.key.clone().map(|k| (k, self.content()));
+        self.open(key);
+        closed
+    }
+
+    fn open(&mut self, key: &str) {
+        self.key = Some(key.to_string());
+        self.retired = None;
+        for p in self.pods.values_mut() {
+            p.baseline = Some(p.latest.clone());
+        }
+    }
+
+    /// What the open window holds, merged over pods (and pods that left or restarted).
+    fn content(&self) -> Option<Report> {
         let mut parts = self.pods.values().filter_map(PodReports::contribution);
         let first = self.retired.clone().or_else(|| parts.next())?;
         parts.try_fold(first, |acc, p| acc.merge(&p).ok())
@@ -244,6 +266,34 @@ mod tests {
         w.end_round(&["a"], 0, 1);
         assert!(w.window("s").is_none());
         assert_eq!(w.unanswered(), 1);
+    }
+
+    #[test]
+    fn advancing_hands_back_the_closed_window_once_and_loses_nothing_between_windows() {
+        let mut w = RevisionWindow::default();
+        w.record("a", report(100, 0, 20.0));
+        w.end_round(&["a"], 1, 0);
+        assert_eq!(w.advance("watch 1"), None, "nothing was open");
+        w.record("a", report(160, 3, 20.0));
+        w.end_round(&["a"], 1, 0);
+        assert_eq!(w.advance("watch 1"), None, "same window");
+        let (key, closed) = w.advance("watch 2").unwrap();
+        assert_eq!(key, "watch 1");
+        let closed = closed.unwrap();
+        assert_eq!(closed.requests.total(), 63);
+        assert_eq!(closed.requests.server_error, 3);
+        // The next window starts where the closed one ended.
+        w.record("a", report(200, 3, 20.0));
+        w.end_round(&["a"], 1, 0);
+        let (_, next) = w.advance("watch 3").unwrap();
+        assert_eq!(next.unwrap().requests.total(), 40);
+        // A window no pod contributed to closes empty.
+        let mut empty = RevisionWindow::default();
+        empty.advance("watch 1");
+        assert_eq!(
+            empty.advance("watch 2"),
+            Some(("watch 1".to_string(), None))
+        );
     }
 
     #[test]

@@ -294,6 +294,9 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
         // Owner references let the garbage collector remove the children; what this instance
         // remembers of the object goes.
         ctx.forget(&uid);
+        let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
+        ctx.metrics.forget_rollout(&namespace, &name);
+        ctx.metrics.forget_drift(&namespace, &name);
         return Ok(Requeue::await_change());
     }
     let fresher = ctx.written.lock().ok().and_then(|w| w.get(&uid).cloned());
@@ -309,13 +312,18 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
     };
     let namespace = md.namespace().unwrap_or_default();
     let mut observed = observe(md, ctx).await?;
+    let now = (ctx.clock)();
     if let Some(status) = &md.status {
         let profile = observed.evidence.profile.take();
         observed.evidence = ctx.collector.evidence(&uid, status);
         observed.evidence.profile = profile;
     }
-    let plan = plan::plan(md, &observed, &ctx.settings, (ctx.clock)());
+    if let Some(steady) = crate::collect::steady_window(md, now) {
+        observed.evidence.steady = ctx.collector.close_steady(&uid, &steady);
+    }
+    let plan = plan::plan(md, &observed, &ctx.settings, now);
     rollout_metrics(md, &plan, &ctx.metrics);
+    watch_metrics(md, &plan, &ctx.metrics);
     let writer = ctx.writer(&namespace);
     let reference = md.object_ref(&());
     let token_gone = observed.evidence.problem == Some(plan::CollectionProblem::TokenMissing);
@@ -458,6 +466,31 @@ fn rollout_metrics(md: &ModelDeployment, plan: &plan::Plan, metrics: &Metrics) {
             }
         }
         None => metrics.forget_rollout(&namespace, &name),
+    }
+}
+
+/// The steady-state watch's gauges: the top features' scores of the window judged now, and
+/// whether drift is declared.
+fn watch_metrics(md: &ModelDeployment, plan: &plan::Plan, metrics: &Metrics) {
+    let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
+    let Some(state) = plan.status.drift.as_ref() else {
+        metrics.forget_drift(&namespace, &name);
+        return;
+    };
+    match &plan.watch {
+        Some(crate::watch::Judged::Assessed { assessment, .. }) => {
+            let mut scores: Vec<(String, f64)> = assessment
+                .features
+                .iter()
+                .take(crate::watch::TOP_FEATURES)
+                .map(|f| (f.name.clone(), f.score))
+                .collect();
+            if let Some(p) = &assessment.prediction {
+                scores.push(("prediction".into(), p.score));
+            }
+            metrics.set_drift(&namespace, &name, &scores, state.detected);
+        }
+        _ => metrics.set_drift_detected(&namespace, &name, state.detected),
     }
 }
 

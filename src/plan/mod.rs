@@ -93,6 +93,8 @@ pub struct ObservedEvidence {
     pub bake: Option<Report>,
     /// The reference profile the spec names, parsed.
     pub profile: Option<Arc<ReferenceProfile>>,
+    /// The steady-state window of the serving revision that just ended, if one did.
+    pub steady: Option<crate::collect::ClosedWindow>,
     /// Why the last scrape round got no reports, if it did not.
     pub problem: Option<CollectionProblem>,
 }
@@ -272,6 +274,8 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
     /// The canary judgement made now (recorded in status only when it changed), for gauges.
     pub judgement: Option<crate::api::Judgement>,
+    /// The steady-state window judged now, for gauges.
+    pub watch: Option<crate::watch::Judged>,
 }
 
 /// How long to wait before looking again for a missing reference profile.
@@ -337,6 +341,8 @@ pub fn plan(
             observed_generation: md.metadata.generation,
             conditions: old.conditions.clone(),
             history: old.history.clone(),
+            drift: old.drift.clone(),
+            retraining: old.retraining.clone(),
             ..ModelDeploymentStatus::default()
         },
         actions: Vec::new(),
@@ -344,12 +350,14 @@ pub fn plan(
         canary: false,
         announcements: Vec::new(),
         judgement: None,
+        watch: None,
     };
     match validate::validate(&md.spec) {
         Ok(valid) => {
             planner.roll_out(&old, &valid);
             planner.route_acceptance();
             planner.foreign_children();
+            planner.steady_state(&old, &valid);
         }
         Err(problems) => planner.refuse(&old, &problems.join("; ")),
     }
@@ -361,6 +369,7 @@ pub fn plan(
         notices,
         requeue_after: planner.requeue_after,
         judgement: planner.judgement,
+        watch: planner.watch,
     }
 }
 
@@ -379,6 +388,8 @@ struct Planner<'a> {
     announcements: Vec<Notice>,
     /// What the rollout machine judged.
     judgement: Option<crate::api::Judgement>,
+    /// What the steady-state watch judged.
+    watch: Option<crate::watch::Judged>,
 }
 
 impl Planner<'_> {
@@ -1019,10 +1030,14 @@ fn humanize(d: Duration) -> String {
 }
 
 mod canary;
+mod steady;
 mod traffic;
 pub use canary::{HISTORY_LIMIT, canary_reason};
+pub use steady::steady_reason;
 
 #[cfg(test)]
 mod canary_tests;
+#[cfg(test)]
+mod steady_tests;
 #[cfg(test)]
 mod tests;
