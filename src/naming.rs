@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::ModelDeployment;
@@ -25,6 +26,12 @@ pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
 pub const LABEL_MODEL: &str = "drover.dev/model";
 /// The revision a Deployment or pod serves.
 pub const LABEL_REVISION: &str = "drover.dev/revision";
+/// Marks a retraining Job (and its pods) with why it started: `drift` or `scheduled`.
+pub const LABEL_RETRAINING: &str = "drover.dev/retraining";
+/// The ModelDeployment a retraining pod retrains. Not [`LABEL_MODEL`]: the model's Service (in a
+/// replica-ratio split) and NetworkPolicy select pods by that label alone, and must never pick a
+/// training pod.
+pub const LABEL_RETRAINING_OF: &str = "drover.dev/retraining-of";
 /// Value of `app.kubernetes.io/managed-by` on everything Drover makes.
 pub const MANAGED_BY: &str = "drover";
 /// Label selector that finds everything Drover manages (used by every watch).
@@ -32,6 +39,12 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=drover";
 
 /// Hash of the object Drover last applied, so an unchanged child is never written again.
 pub const ANNOTATION_SPEC_HASH: &str = "drover.dev/spec-hash";
+/// Why a retraining Job started (`Drift` or `Scheduled`), as status shows it.
+pub const ANNOTATION_TRIGGER_REASON: &str = "drover.dev/trigger-reason";
+
+/// Longest CronJob name: the CronJob controller appends `-<minutes>` (up to 11 characters) to
+/// name each Job, which must stay a 63-character label.
+pub const MAX_CRON_JOB_NAME_LENGTH: usize = 52;
 
 /// Name of the Deployment that serves one revision.
 pub fn revision_deployment(model: &str, revision: &str) -> String {
@@ -73,15 +86,33 @@ pub fn network_policy(model: &str) -> String {
     model.to_string()
 }
 
+/// Name of a retraining Job started at `now`: `<model>-retrain-<minutes since the epoch>`.
+/// Unique per minute (the cooldown is at least a minute) and sortable; the minutes stay within
+/// nine digits until the year 3870, so the name stays within 63 characters.
+pub fn retrain_job(model: &str, now: Timestamp) -> String {
+    format!("{model}-retrain-{}", now.as_second().max(0) / 60)
+}
+
+/// Name of the CronJob of scheduled retraining: `<model>-cron`.
+pub fn retrain_cron(model: &str) -> String {
+    format!("{model}-cron")
+}
+
+/// A start in the year 3776: nine digits of minutes, the longest a Job name gets for centuries.
+const FAR_START: Timestamp = Timestamp::constant(57_000_000_000, 0);
+
 /// Every name derived from a ModelDeployment name, longest suffix first; used to prove that
 /// `MAX_NAME_LENGTH` keeps each one a valid DNS label.
 pub fn derived_names(model: &str) -> Vec<String> {
     vec![
+        retrain_job(model, FAR_START),
+        // The Jobs the CronJob controller names `<cronjob>-<minutes>`.
+        format!("{}-{}", retrain_cron(model), FAR_START.as_second() / 60),
+        monitor_token(model),
         revision_deployment(model, "0123456789"),
         stable_service(model),
         canary_service(model),
-        monitor_token(model),
-        format!("{model}-retrain-{}", "29123456"),
+        retrain_cron(model),
         service(model),
         autoscaler(model),
     ]
@@ -117,5 +148,15 @@ mod tests {
         for name in derived_names(&longest) {
             assert!(name.len() <= 63, "{name} is {} characters", name.len());
         }
+    }
+
+    #[test]
+    fn the_cron_job_name_leaves_room_for_the_jobs_it_names() {
+        let longest = "m".repeat(MAX_NAME_LENGTH);
+        let cron = retrain_cron(&longest);
+        assert!(cron.len() <= MAX_CRON_JOB_NAME_LENGTH, "{cron}");
+        assert!(derived_names(&longest).contains(&cron));
+        let job = retrain_job(&longest, FAR_START);
+        assert_eq!(job.len(), 63, "{job}");
     }
 }

@@ -4,6 +4,7 @@
 pub mod autoscaler;
 pub mod deployment;
 pub mod network_policy;
+pub mod retrain;
 pub mod route;
 pub mod secret;
 pub mod service;
