@@ -212,9 +212,10 @@ enum Kind {
     Pod,
     Secret,
     NetworkPolicy,
+    Job,
 }
 
-const N_KINDS: usize = 7;
+const N_KINDS: usize = 8;
 const KINDS: [Kind; N_KINDS] = [
     Kind::Model,
     Kind::Deployment,
@@ -223,6 +224,7 @@ const KINDS: [Kind; N_KINDS] = [
     Kind::Pod,
     Kind::Secret,
     Kind::NetworkPolicy,
+    Kind::Job,
 ];
 
 impl Kind {
@@ -233,6 +235,7 @@ impl Kind {
             Kind::Service | Kind::Pod | Kind::Secret => "/api/v1",
             Kind::Autoscaler => "/apis/autoscaling/v2",
             Kind::NetworkPolicy => "/apis/networking.k8s.io/v1",
+            Kind::Job => "/apis/batch/v1",
         }
     }
     fn plural(self) -> &'static str {
@@ -244,6 +247,7 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::Secret => "secrets",
             Kind::NetworkPolicy => "networkpolicies",
+            Kind::Job => "jobs",
         }
     }
     fn api_version(self) -> &'static str {
@@ -253,6 +257,7 @@ impl Kind {
             Kind::Service | Kind::Pod | Kind::Secret => "v1",
             Kind::Autoscaler => "autoscaling/v2",
             Kind::NetworkPolicy => "networking.k8s.io/v1",
+            Kind::Job => "batch/v1",
         }
     }
     fn kind(self) -> &'static str {
@@ -264,6 +269,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Secret => "Secret",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Job => "Job",
         }
     }
     /// Kinds the operator watches (the monitor-token Secrets and NetworkPolicies are only served).
@@ -921,7 +927,10 @@ fn settle(md: &mut ModelDeployment, replicas: i32, now: Timestamp, seed: u64) ->
                 Action::Apply(Child::Service(s)) => c.service = Some(*s),
                 Action::Apply(Child::Autoscaler(h)) => c.autoscaler = Some(*h),
                 Action::Apply(Child::NetworkPolicy(p)) => c.network_policy = Some(*p),
-                Action::Apply(Child::Route(_)) | Action::Scale { .. } => {}
+                Action::Apply(Child::Route(_) | Child::CronJob(_))
+                | Action::Scale { .. }
+                | Action::CreateJob(_)
+                | Action::DeployCandidate(_) => {}
                 Action::Delete(r) => c.deployments.retain(|d| d.name_any() != r.name),
             }
         }

@@ -20,7 +20,7 @@ use crate::admin::{self, Health};
 use crate::api::{ModelDeployment, Phase};
 use crate::collect;
 use crate::controller::cached::{
-    self, CachedAutoscaler, CachedDeployment, CachedPod, CachedService,
+    self, CachedAutoscaler, CachedDeployment, CachedJob, CachedPod, CachedService,
 };
 use crate::controller::{self, Context, Stores};
 use crate::leader::{LeaderElector, LeaseTiming, WriteGate};
@@ -324,6 +324,23 @@ fn scope_controller(
         .reflect(hpa_writer)
         .touched_objects();
 
+    // Retraining Jobs (Drover's and its CronJobs'), slimmed to identity and outcome. A Job a
+    // CronJob started is owned by the CronJob, so Jobs map to their ModelDeployment by label.
+    let (job_reader, job_writer) = reflector::store::<CachedJob>();
+    let jobs = watcher(
+        api::<CachedJob>(&client, &scope),
+        watcher::Config::default()
+            .labels(&format!(
+                "{MANAGED_SELECTOR},{}",
+                crate::naming::LABEL_RETRAINING
+            ))
+            .any_semantic()
+            .page_size(LIST_PAGE),
+    )
+    .default_backoff()
+    .reflect(job_writer)
+    .touched_objects();
+
     // Pods, slimmed to what the collector reads (labels, readiness, IPs): the scrape targets.
     let (pod_reader, pod_writer) = reflector::store::<CachedPod>();
     let pods = watcher(api::<CachedPod>(&client, &scope), children)
@@ -336,6 +353,7 @@ fn scope_controller(
         deployments: dep_reader.clone(),
         services: svc_reader.clone(),
         autoscalers: hpa_reader.clone(),
+        jobs: job_reader,
     };
     let synced: Synced = {
         let (a, b, c, d) = (md_reader.clone(), dep_reader, svc_reader, hpa_reader);
@@ -383,6 +401,12 @@ fn scope_controller(
         .owns_stream(deployments)
         .owns_stream(services)
         .owns_stream(autoscalers)
+        .watches_stream(jobs, |job| {
+            use kube::ResourceExt;
+            let name = job.labels().get(crate::naming::LABEL_MODEL)?.clone();
+            let namespace = job.namespace()?;
+            Some(kube::runtime::reflector::ObjectRef::new(&name).within(&namespace))
+        })
         .reconcile_on(triggered)
         .with_config(kube::runtime::controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(halt)

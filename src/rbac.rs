@@ -86,7 +86,7 @@ pub const RULES: &[Rule] = &[
         resources: &["pods"],
         verbs: &["list", "watch"],
         scope: Scope::Watched,
-        why: "the ready pods of each revision and their IPs: where to scrape the monitors' reports",
+        why: "the ready pods of each revision and their IPs: where to scrape the monitors' reports; a finished retraining Job's pods, for the model it reported (termination message)",
     },
     Rule {
         api_group: "networking.k8s.io",
@@ -101,6 +101,27 @@ pub const RULES: &[Rule] = &[
         verbs: &["get", "create", "patch", "delete"],
         scope: Scope::Watched,
         why: "HTTPRoute <name> weighting <name>-stable and <name>-canary in GatewayAPI traffic mode (read to check ownership and acceptance)",
+    },
+    Rule {
+        api_group: "batch",
+        resources: &["jobs"],
+        verbs: &["list", "watch", "create", "delete"],
+        scope: Scope::Watched,
+        why: "retraining Jobs: watched for their outcome, created when drift is declared, deleted beyond historyLimit",
+    },
+    Rule {
+        api_group: "batch",
+        resources: &["cronjobs"],
+        verbs: &["get", "create", "patch", "delete"],
+        scope: Scope::Watched,
+        why: "CronJob <name>-cron of scheduled retraining: server-side apply, removed with the schedule (read back once per resync)",
+    },
+    Rule {
+        api_group: "drover.dev",
+        resources: &["modeldeployments"],
+        verbs: &["patch"],
+        scope: Scope::Watched,
+        why: "autoDeploy only: set spec.model to an accepted retraining candidate (JSON merge patch, field manager drover-retraining)",
     },
     Rule {
         api_group: "",

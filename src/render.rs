@@ -70,6 +70,7 @@ pub fn render(md: &ModelDeployment) -> Result<String, RenderError> {
                 Child::Autoscaler(h) => serde_saphyr::to_string(&h),
                 Child::NetworkPolicy(p) => serde_saphyr::to_string(&p),
                 Child::Route(r) => serde_saphyr::to_string(&r),
+                Child::CronJob(c) => serde_saphyr::to_string(&c),
             };
             out.push_str(&yaml.map_err(|e| RenderError::Yaml(e.to_string()))?);
         }

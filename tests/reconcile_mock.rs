@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use drover::api::ModelDeployment;
 use drover::build::{self, Child};
-use drover::controller::cached::{CachedAutoscaler, CachedDeployment, CachedService};
+use drover::controller::cached::{CachedAutoscaler, CachedDeployment, CachedJob, CachedService};
 use drover::controller::{self, Context, Stores};
 use drover::leader::WriteGate;
 use drover::metrics::Metrics;
@@ -52,6 +52,10 @@ struct Script {
     fail_patch_containing: Option<&'static str>,
     /// The NetworkPolicy does not exist (GET answers 404).
     no_policy: bool,
+    /// POSTs of Jobs are refused as invalid (422).
+    refuse_jobs: bool,
+    /// What a list of pods answers (a retraining Job's pods).
+    pods: Option<Value>,
 }
 
 type Log = Arc<Mutex<Vec<Seen>>>;
@@ -97,7 +101,22 @@ fn mock_client(md: &ModelDeployment, script: Script) -> (Client, Log) {
                     StatusCode::NOT_FOUND,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found", "details": {"name": "fraud", "group": "networking.k8s.io", "kind": "networkpolicies"}}),
                 )
-            } else if entry.method == "GET" && entry.path.contains("/secrets/") {
+            } else if entry.method == "POST" && entry.path.ends_with("/jobs") && script.refuse_jobs
+            {
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422, "message": "Job.batch \"x\" is invalid: spec.template.spec.containers: Required value"}),
+                )
+            } else if entry.method == "GET" && entry.path.ends_with("/pods") {
+                (
+                    StatusCode::OK,
+                    script.pods.clone().unwrap_or(
+                        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
+                    ),
+                )
+            } else if entry.method == "GET"
+                && (entry.path.contains("/secrets/") || entry.path.contains("/cronjobs/"))
+            {
                 (
                     StatusCode::NOT_FOUND,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
@@ -134,6 +153,7 @@ struct Harness {
     deployments: Writer<CachedDeployment>,
     services: Writer<CachedService>,
     autoscalers: Writer<CachedAutoscaler>,
+    jobs: Writer<CachedJob>,
     /// Deployments as last applied (the stores keep only a slice of them).
     applied: std::collections::HashMap<String, Deployment>,
 }
@@ -146,6 +166,9 @@ fn harness(client: Client, gate: WriteGate) -> Harness {
     let (deployments_r, mut deployments) = reflector::store();
     let (services_r, mut services) = reflector::store();
     let (autoscalers_r, mut autoscalers) = reflector::store();
+    let (jobs_r, mut jobs) = reflector::store();
+    jobs.apply_watcher_event(&watcher::Event::<CachedJob>::Init);
+    jobs.apply_watcher_event(&watcher::Event::<CachedJob>::InitDone);
     // The watches have listed (nothing yet): the stores are ready.
     deployments.apply_watcher_event(&watcher::Event::<CachedDeployment>::Init);
     deployments.apply_watcher_event(&watcher::Event::<CachedDeployment>::InitDone);
@@ -164,6 +187,7 @@ fn harness(client: Client, gate: WriteGate) -> Harness {
         deployments: deployments_r,
         services: services_r,
         autoscalers: autoscalers_r,
+        jobs: jobs_r,
     };
     let now = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let read = now.clone();
@@ -184,6 +208,7 @@ fn harness(client: Client, gate: WriteGate) -> Harness {
         deployments,
         services,
         autoscalers,
+        jobs,
     }
 }
 
@@ -234,9 +259,11 @@ fn settle(h: &mut Harness, md: &mut ModelDeployment, replicas: i32) {
                 Action::Apply(Child::Autoscaler(a)) => h
                     .autoscalers
                     .apply_watcher_event(&watcher::Event::Apply(a.as_ref().into())),
-                Action::Apply(Child::NetworkPolicy(_) | Child::Route(_))
+                Action::Apply(Child::NetworkPolicy(_) | Child::Route(_) | Child::CronJob(_))
                 | Action::Scale { .. }
-                | Action::Delete(_) => {}
+                | Action::Delete(_)
+                | Action::CreateJob(_)
+                | Action::DeployCandidate(_) => {}
             }
         }
         md.status = Some(p.status.clone());
@@ -984,5 +1011,344 @@ async fn a_missing_network_policy_is_applied_once_and_removed_when_disabled() {
     assert_eq!(
         summary(&w),
         vec!["DELETE networkpolicies/fraud ".to_string()]
+    );
+}
+
+const RETRAINING: &str = "  monitoring:\n    slo: {errorRate: 0.05}\n  remediation:\n    onDrift: Retrain\n    retraining:\n      cooldown: 6h\n      historyLimit: 0\n      autoDeploy: AUTO\n      acceptance:\n        metrics: [{name: accuracy, min: 0.9}]\n      jobTemplate:\n        spec:\n          template:\n            spec:\n              containers: [{name: train, image: 'registry.example.com/fraud-train:1'}]\n";
+
+/// A settled ModelDeployment whose watch has declared drift.
+fn drifted(h: &mut Harness, auto_deploy: bool, extra: &str) -> ModelDeployment {
+    let spec = RETRAINING.replace("AUTO", if auto_deploy { "true" } else { "false" });
+    let mut md = model(&format!("{spec}{extra}"));
+    settle(h, &mut md, 2);
+    let status = md.status.as_mut().unwrap();
+    let drift = status.drift.as_mut().expect("the watch runs with an SLO");
+    drift.detected = true;
+    md
+}
+
+/// The Job the mock saw POSTed, as the Job watch would then show it.
+fn observed_job(
+    posted: &Value,
+    created: i64,
+    outcome: Option<&str>,
+) -> k8s_openapi::api::batch::v1::Job {
+    let mut job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(posted.clone()).unwrap();
+    job.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        at(created),
+    ));
+    if let Some(type_) = outcome {
+        job.status = Some(k8s_openapi::api::batch::v1::JobStatus {
+            conditions: Some(vec![k8s_openapi::api::batch::v1::JobCondition {
+                type_: type_.into(),
+                status: "True".into(),
+                reason: Some(if type_ == "Failed" {
+                    "DeadlineExceeded".into()
+                } else {
+                    "Completed".into()
+                }),
+                message: Some("ran".into()),
+                last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    at(created + 600),
+                )),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+    }
+    job
+}
+
+fn pods_with_message(message: &str) -> Value {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
+        "metadata": {"name": "train-abc", "namespace": "ml"},
+        "spec": {"containers": [{"name": "train", "image": "x"}]},
+        "status": {"phase": "Succeeded", "containerStatuses": [{
+            "name": "train", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"terminated": {"exitCode": 0, "message": message}}
+        }]}
+    }]})
+}
+
+async fn retrain_once(auto_deploy: bool, report: &str) -> (ModelDeployment, Log, Harness) {
+    let md = model(&RETRAINING.replace("AUTO", "false"));
+    let (client, log) = mock_client(
+        &md,
+        Script {
+            pods: Some(pods_with_message(report)),
+            ..Script::default()
+        },
+    );
+    let mut h = harness(client, WriteGate::always_open());
+    let mut md = drifted(&mut h, auto_deploy, "");
+    reconcile(&h, &md).await.unwrap();
+    let posted: Vec<Seen> = writes(&log)
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.path.ends_with("/jobs"))
+        .collect();
+    assert_eq!(posted.len(), 1, "one Job: {:#?}", summary(&writes(&log)));
+    let job = &posted[0];
+    assert_eq!(job.path, "/apis/batch/v1/namespaces/ml/jobs");
+    let name = job.body["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(name, format!("fraud-retrain-{}", 1_700_000_000 / 60));
+    assert_eq!(
+        job.body["metadata"]["ownerReferences"][0]["kind"],
+        "ModelDeployment"
+    );
+    assert_eq!(
+        job.body["metadata"]["labels"]["drover.dev/retraining"],
+        "drift"
+    );
+    let env = job.body["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let var = |n: &str| {
+        env.iter()
+            .find(|e| e["name"] == n)
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(var("DROVER_TRIGGER_REASON").as_deref(), Some("Drift"));
+    assert_eq!(var("DROVER_MODEL_VERSION").as_deref(), Some("1.0.0"));
+    let trigger: Value = serde_json::from_str(&var("DROVER_TRIGGER_REPORT").unwrap()).unwrap();
+    assert_eq!(trigger["model"]["name"], "fraud");
+    assert!(event_reasons(&log).contains(&"RetrainingStarted".to_string()));
+    let body = job.body.clone();
+    take_writes(&log, &mut md);
+    let retraining = md.status.as_ref().unwrap().retraining.clone().unwrap();
+    assert_eq!(retraining.active.as_ref().unwrap().job, name);
+    assert_eq!(retraining.starts.len(), 1);
+
+    // The Job runs: nothing new starts.
+    h.jobs.apply_watcher_event(&watcher::Event::Apply(
+        (&observed_job(&body, 0, None)).into(),
+    ));
+    set_clock(&h, 120);
+    reconcile(&h, &md).await.unwrap();
+    assert!(
+        !writes(&log).iter().any(|s| s.method == "POST"),
+        "{:#?}",
+        summary(&writes(&log))
+    );
+    take_writes(&log, &mut md);
+
+    // It succeeds and reports a model.
+    h.jobs.apply_watcher_event(&watcher::Event::Apply(
+        (&observed_job(&body, 0, Some("Complete"))).into(),
+    ));
+    set_clock(&h, 700);
+    reconcile(&h, &md).await.unwrap();
+    assert!(log.lock().unwrap().iter().any(|s| {
+        s.method == "GET"
+            && s.path == "/api/v1/namespaces/ml/pods"
+            && s.query
+                .contains("batch.kubernetes.io%2Fjob-name%3Dfraud-retrain")
+    }));
+    (md, log, h)
+}
+
+#[tokio::test]
+async fn declared_drift_starts_one_retraining_job_and_an_accepted_candidate_is_announced() {
+    let (mut md, log, mut h) = retrain_once(
+        false,
+        r#"{"model": {"version": "1.1.0", "image": "registry.example.com/fraud:1.1.0"}, "metrics": {"accuracy": 0.93}}"#,
+    )
+    .await;
+    let reasons = event_reasons(&log);
+    assert!(
+        reasons.contains(&"CandidateAccepted".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"RetrainingSucceeded".to_string()),
+        "{reasons:?}"
+    );
+    let w = take_writes(&log, &mut md);
+    // historyLimit 0: the finished Job goes, with its pods.
+    assert!(
+        summary(&w)
+            .iter()
+            .any(|s| s.starts_with("DELETE jobs/fraud-retrain-")),
+        "{:#?}",
+        summary(&w)
+    );
+    assert!(
+        !w.iter()
+            .any(|s| s.path.ends_with("/modeldeployments/fraud")),
+        "the spec is the user's"
+    );
+    let retraining = md.status.as_ref().unwrap().retraining.clone().unwrap();
+    assert_eq!(retraining.last.as_ref().unwrap().result, "Succeeded");
+    assert!(retraining.active.is_none());
+    assert_eq!(retraining.candidates[0].version, "1.1.0");
+    assert_eq!(retraining.candidates[0].verdict, "Accepted");
+    assert!(!retraining.candidates[0].deployed);
+    // Drift still declared: held by the cooldown, no second Job.
+    assert!(
+        retraining
+            .held
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cooldown"),
+        "{retraining:?}"
+    );
+    h.jobs.apply_watcher_event(&watcher::Event::Delete(
+        h.ctx.stores.jobs.state()[0].as_ref().clone(),
+    ));
+    set_clock(&h, 3600);
+    reconcile(&h, &md).await.unwrap();
+    assert!(
+        !writes(&log)
+            .iter()
+            .any(|s| s.method == "POST" && s.path.ends_with("/jobs"))
+    );
+}
+
+#[tokio::test]
+async fn auto_deploy_sets_spec_model_to_an_accepted_candidate_with_a_merge_patch() {
+    let (_, log, _) = retrain_once(
+        true,
+        r#"{"model": {"version": "1.1.0", "image": "registry.example.com/fraud:1.1.0"}, "metrics": {"accuracy": 0.93}}"#,
+    )
+    .await;
+    let patch = writes(&log)
+        .into_iter()
+        .find(|s| s.method == "PATCH" && s.path.ends_with("/modeldeployments/fraud"))
+        .expect("spec.model patched");
+    assert_eq!(patch.field_manager().as_deref(), Some("drover-retraining"));
+    assert_eq!(
+        patch.body,
+        json!({"spec": {"model": {"version": "1.1.0", "image": "registry.example.com/fraud:1.1.0"}}})
+    );
+    assert!(event_reasons(&log).contains(&"CandidateDeployed".to_string()));
+}
+
+#[tokio::test]
+async fn a_candidate_below_the_acceptance_gate_is_never_deployed() {
+    let (mut md, log, _) = retrain_once(
+        true,
+        r#"{"model": {"version": "1.1.0", "image": "registry.example.com/fraud:1.1.0"}, "metrics": {"accuracy": 0.71}}"#,
+    )
+    .await;
+    assert!(event_reasons(&log).contains(&"CandidateRejected".to_string()));
+    let w = take_writes(&log, &mut md);
+    assert!(
+        !w.iter()
+            .any(|s| s.path.ends_with("/modeldeployments/fraud")),
+        "{:#?}",
+        summary(&w)
+    );
+    let candidate = md.status.unwrap().retraining.unwrap().candidates[0].clone();
+    assert_eq!(candidate.verdict, "Rejected");
+    assert!(
+        candidate.reason.contains("accuracy"),
+        "{}",
+        candidate.reason
+    );
+}
+
+#[tokio::test]
+async fn a_termination_message_that_is_not_json_is_an_event_not_a_candidate() {
+    let (mut md, log, _) = retrain_once(false, "Traceback (most recent call last): oops").await;
+    assert!(event_reasons(&log).contains(&"RetrainingReportInvalid".to_string()));
+    take_writes(&log, &mut md);
+    let retraining = md.status.unwrap().retraining.unwrap();
+    assert!(retraining.candidates.is_empty());
+    assert!(retraining.last.unwrap().message.contains("no candidate"));
+}
+
+#[tokio::test]
+async fn a_job_template_the_api_server_refuses_is_a_condition_and_is_not_retried_until_the_spec_changes()
+ {
+    let md = model(&RETRAINING.replace("AUTO", "false"));
+    let (client, log) = mock_client(
+        &md,
+        Script {
+            refuse_jobs: true,
+            ..Script::default()
+        },
+    );
+    let mut h = harness(client, WriteGate::always_open());
+    let mut md = drifted(&mut h, false, "");
+    reconcile(&h, &md).await.unwrap();
+    assert!(event_reasons(&log).contains(&"RetrainingJobRefused".to_string()));
+    assert!(!event_reasons(&log).contains(&"RetrainingStarted".to_string()));
+    take_writes(&log, &mut md);
+    let status = md.status.clone().unwrap();
+    let retraining = status.retraining.clone().unwrap();
+    assert!(
+        retraining
+            .refused
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("Required value")
+    );
+    assert!(retraining.active.is_none());
+    assert!(retraining.starts.is_empty(), "a refused Job is not a run");
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Retraining")
+        .unwrap();
+    assert_eq!(condition.reason, "RetrainingJobRefused");
+    // Reconciles later (same spec) do not try again: no storm of attempts or Events.
+    for minute in 1..10 {
+        set_clock(&h, minute * 60);
+        reconcile(&h, &md).await.unwrap();
+    }
+    assert!(
+        !writes(&log)
+            .iter()
+            .any(|s| s.method == "POST" && s.path.ends_with("/jobs"))
+    );
+    // A new spec generation is tried at once.
+    md.metadata.generation = Some(4);
+    reconcile(&h, &md).await.unwrap();
+    assert!(
+        writes(&log)
+            .iter()
+            .any(|s| s.method == "POST" && s.path.ends_with("/jobs"))
+    );
+}
+
+#[tokio::test]
+async fn a_schedule_applies_a_cron_job_and_removing_it_deletes_the_cron_job() {
+    let md = model(&RETRAINING.replace("AUTO", "false"));
+    let (client, log) = mock_client(&md, Script::default());
+    let mut h = harness(client, WriteGate::always_open());
+    let mut md = drifted(&mut h, false, "");
+    md.spec.remediation.retraining.as_mut().unwrap().schedule = Some("0 3 * * 0".into());
+    md.status.as_mut().unwrap().drift.as_mut().unwrap().detected = false;
+    reconcile(&h, &md).await.unwrap();
+    let w = writes(&log);
+    let cron = w
+        .iter()
+        .find(|s| s.path.ends_with("/cronjobs/fraud-cron"))
+        .expect("CronJob applied");
+    assert_eq!(cron.method, "PATCH");
+    assert_eq!(
+        cron.path,
+        "/apis/batch/v1/namespaces/ml/cronjobs/fraud-cron"
+    );
+    assert_eq!(cron.field_manager().as_deref(), Some("drover"));
+    assert_eq!(cron.body["spec"]["schedule"], "0 3 * * 0");
+    assert_eq!(cron.body["spec"]["concurrencyPolicy"], "Forbid");
+    assert!(
+        !w.iter().any(|s| s.path.ends_with("/jobs")),
+        "no drift, no Job"
+    );
+    take_writes(&log, &mut md);
+    // Unchanged: not applied again.
+    reconcile(&h, &md).await.unwrap();
+    assert!(!writes(&log).iter().any(|s| s.path.contains("/cronjobs/")));
+    // Schedule removed: the CronJob goes.
+    md.spec.remediation.retraining.as_mut().unwrap().schedule = None;
+    reconcile(&h, &md).await.unwrap();
+    assert!(
+        summary(&writes(&log)).contains(&"DELETE cronjobs/fraud-cron ".to_string()),
+        "{:#?}",
+        summary(&writes(&log))
     );
 }

@@ -34,6 +34,8 @@ pub enum Child {
     NetworkPolicy(Box<NetworkPolicy>),
     /// The HTTPRoute of Gateway API traffic.
     Route(Box<route::HttpRoute>),
+    /// The CronJob of scheduled retraining.
+    CronJob(Box<k8s_openapi::api::batch::v1::CronJob>),
 }
 
 /// The kinds of child Drover manages; bounded, so usable as a metric label.
@@ -49,6 +51,10 @@ pub enum ChildKind {
     NetworkPolicy,
     /// gateway.networking.k8s.io/v1 HTTPRoute.
     Route,
+    /// batch/v1 Job (a retraining run).
+    Job,
+    /// batch/v1 CronJob (scheduled retraining).
+    CronJob,
 }
 
 impl ChildKind {
@@ -60,6 +66,8 @@ impl ChildKind {
             ChildKind::Autoscaler => "HorizontalPodAutoscaler",
             ChildKind::NetworkPolicy => "NetworkPolicy",
             ChildKind::Route => "HTTPRoute",
+            ChildKind::Job => "Job",
+            ChildKind::CronJob => "CronJob",
         }
     }
 }
@@ -82,6 +90,7 @@ impl Child {
             Child::Autoscaler(h) => (ChildKind::Autoscaler, &h.metadata),
             Child::NetworkPolicy(p) => (ChildKind::NetworkPolicy, &p.metadata),
             Child::Route(r) => (ChildKind::Route, &r.metadata),
+            Child::CronJob(c) => (ChildKind::CronJob, &c.metadata),
         };
         ChildRef {
             kind,
@@ -97,6 +106,7 @@ impl Child {
             Child::Autoscaler(h) => &h.metadata,
             Child::NetworkPolicy(p) => &p.metadata,
             Child::Route(r) => &r.metadata,
+            Child::CronJob(c) => &c.metadata,
         };
         meta.annotations
             .as_ref()

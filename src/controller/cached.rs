@@ -159,6 +159,8 @@ struct LeanMeta {
     owner_references: Option<Vec<OwnerReference>>,
     #[serde(default)]
     deletion_timestamp: Option<Time>,
+    #[serde(default)]
+    creation_timestamp: Option<Time>,
 }
 
 impl From<LeanMeta> for ObjectMeta {
@@ -173,6 +175,7 @@ impl From<LeanMeta> for ObjectMeta {
             annotations: m.annotations,
             owner_references: m.owner_references,
             deletion_timestamp: m.deletion_timestamp,
+            creation_timestamp: m.creation_timestamp,
             ..ObjectMeta::default()
         }
     }
@@ -237,6 +240,7 @@ fn lean(meta: &ObjectMeta) -> ObjectMeta {
         }),
         owner_references: meta.owner_references.clone(),
         deletion_timestamp: meta.deletion_timestamp.clone(),
+        creation_timestamp: meta.creation_timestamp.clone(),
         ..ObjectMeta::default()
     }
 }
@@ -395,6 +399,72 @@ impl From<&Pod> for CachedPod {
     }
 }
 
+/// A retraining Job as cached: identity, labels, when it started and how it ended.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct CachedJob {
+    /// Lean metadata (see [`lean_meta`]), with `creationTimestamp`.
+    #[serde(deserialize_with = "lean_meta")]
+    pub metadata: ObjectMeta,
+    /// How it ran.
+    #[serde(default)]
+    pub status: Option<JobProgress>,
+}
+
+/// The part of a Job's status that says whether and how it finished.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProgress {
+    /// `status.completionTime`.
+    #[serde(default)]
+    pub completion_time: Option<Time>,
+    /// `status.conditions` (`Complete`, `Failed`, …).
+    #[serde(default)]
+    pub conditions: Option<Vec<JobConditionSlice>>,
+}
+
+/// A Job condition: type, status, reason, message, when.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobConditionSlice {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `status`.
+    pub status: String,
+    /// `reason`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// `message`.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// `lastTransitionTime`.
+    #[serde(default)]
+    pub last_transition_time: Option<Time>,
+}
+
+impl From<&k8s_openapi::api::batch::v1::Job> for CachedJob {
+    fn from(j: &k8s_openapi::api::batch::v1::Job) -> Self {
+        CachedJob {
+            metadata: lean(&j.metadata),
+            status: j.status.as_ref().map(|s| JobProgress {
+                completion_time: s.completion_time.clone(),
+                conditions: s.conditions.as_ref().map(|c| {
+                    c.iter()
+                        .map(|c| JobConditionSlice {
+                            type_: c.type_.clone(),
+                            status: c.status.clone(),
+                            reason: c.reason.clone(),
+                            message: c.message.clone(),
+                            last_transition_time: c.last_transition_time.clone(),
+                        })
+                        .collect()
+                }),
+            }),
+        }
+    }
+}
+
+same_resource!(CachedJob, k8s_openapi::api::batch::v1::Job);
 same_resource!(CachedPod, Pod);
 same_resource!(CachedDeployment, Deployment);
 same_resource!(CachedService, Service);

@@ -33,7 +33,7 @@ use crate::plan::{
     ObservedService, ReferenceState,
 };
 use crate::profile::ReferenceProfile;
-use cached::{CachedAutoscaler, CachedDeployment, CachedService};
+use cached::{CachedAutoscaler, CachedDeployment, CachedJob, CachedService};
 use writer::Writer;
 
 /// Why a reconcile failed.
@@ -71,6 +71,8 @@ pub struct Stores {
     pub services: Store<CachedService>,
     /// HorizontalPodAutoscalers.
     pub autoscalers: Store<CachedAutoscaler>,
+    /// Retraining Jobs.
+    pub jobs: Store<CachedJob>,
 }
 
 /// Source of "now"; a test pins it.
@@ -106,6 +108,8 @@ pub struct Context {
     /// The NetworkPolicy spec hash last seen or applied, by ModelDeployment uid, and when: read
     /// back from the API at most once per resync instead of watched.
     policies: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
+    /// The same for the retraining CronJob.
+    cron_jobs: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
 }
 
 impl Context {
@@ -131,6 +135,7 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
+            cron_jobs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -144,6 +149,9 @@ impl Context {
         }
         if let Ok(mut p) = self.policies.lock() {
             p.remove(uid);
+        }
+        if let Ok(mut c) = self.cron_jobs.lock() {
+            c.remove(uid);
         }
     }
 
@@ -287,7 +295,8 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
     futures::join!(
         store_ready(&stores.deployments),
         store_ready(&stores.services),
-        store_ready(&stores.autoscalers)
+        store_ready(&stores.autoscalers),
+        store_ready(&stores.jobs)
     );
     let uid = md.uid().unwrap_or_default();
     if md.meta().deletion_timestamp.is_some() {
@@ -321,7 +330,7 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
     if let Some(steady) = crate::collect::steady_window(md, now) {
         observed.evidence.steady = ctx.collector.close_steady(&uid, &steady);
     }
-    let plan = plan::plan(md, &observed, &ctx.settings, now);
+    let mut plan = plan::plan(md, &observed, &ctx.settings, now);
     rollout_metrics(md, &plan, &ctx.metrics);
     watch_metrics(md, &plan, &ctx.metrics);
     let writer = ctx.writer(&namespace);
@@ -339,13 +348,17 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
     {
         ensure_monitor_token(md, ctx, &writer, &uid).await?;
     }
-    for action in &plan.actions {
+    let actions = std::mem::take(&mut plan.actions);
+    for action in &actions {
         match action {
             Action::Apply(child) => {
                 writer.apply(child).await?;
                 let r = child.reference();
                 if r.kind == ChildKind::NetworkPolicy {
                     remember_policy(ctx, &uid, child.spec_hash().map(str::to_string));
+                }
+                if r.kind == ChildKind::CronJob {
+                    remember_cron_job(ctx, &uid, child.spec_hash().map(str::to_string));
                 }
                 let existed = exists(&observed, &r);
                 let reason = if existed { "Updated" } else { "Created" };
@@ -367,10 +380,32 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
                 writer.scale(deployment, *replicas).await?;
                 info!(model = %md.name_any(), deployment, replicas, "set starting replicas");
             }
+            Action::CreateJob(job) => {
+                let name = job.metadata.name.clone().unwrap_or_default();
+                match writer.create_job(job).await? {
+                    writer::JobCreated::Created => {
+                        info!(model = %md.name_any(), job = %name, "started retraining Job");
+                        ctx.metrics
+                            .retraining_started(&namespace, &md.name_any(), "drift");
+                    }
+                    writer::JobCreated::Existed => {}
+                    writer::JobCreated::Refused(message) => {
+                        warn!(model = %md.name_any(), job = %name, %message, "retraining Job refused");
+                        refused_job(md, &mut plan, &name, message, now);
+                    }
+                }
+            }
+            Action::DeployCandidate(model) => {
+                writer.deploy_candidate(md, model).await?;
+                info!(model = %md.name_any(), version = %model.version, "deployed retrained candidate (autoDeploy)");
+            }
             Action::Delete(r) => {
                 writer.delete(r).await?;
                 if r.kind == ChildKind::NetworkPolicy {
                     remember_policy(ctx, &uid, None);
+                }
+                if r.kind == ChildKind::CronJob {
+                    remember_cron_job(ctx, &uid, None);
                 }
                 info!(model = %md.name_any(), kind = r.kind.as_str(), name = %r.name, "deleted child");
                 let _ = writer
@@ -384,6 +419,10 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
                     .await;
             }
         }
+    }
+    for verdict in &plan.candidates_judged {
+        ctx.metrics
+            .candidate_judged(&namespace, &md.name_any(), verdict);
     }
     if md.status.as_ref() != Some(&plan.status) {
         writer.apply_status(md, &plan.status).await?;
@@ -547,7 +586,52 @@ fn exists(observed: &Observed, r: &ChildRef) -> bool {
         ChildKind::Autoscaler => observed.autoscaler.is_some(),
         ChildKind::NetworkPolicy => observed.network_policy.is_some(),
         ChildKind::Route => matches!(observed.route, plan::RouteState::Owned { .. }),
+        ChildKind::Job => observed.retraining.jobs.iter().any(|j| j.name == r.name),
+        ChildKind::CronJob => observed.retraining.cron_job.is_some(),
     }
+}
+
+/// The API server refused the retraining Job: status says so (and the run that did not start
+/// is not counted), the Event says why, and [`crate::retrain::decide`] holds further attempts
+/// until the spec changes or the cooldown passes.
+fn refused_job(
+    md: &ModelDeployment,
+    plan: &mut plan::Plan,
+    job: &str,
+    message: String,
+    now: jiff::Timestamp,
+) {
+    let note = format!("the API server refused retraining Job {job}: {message}");
+    if let Some(state) = plan.status.retraining.as_mut() {
+        if state.active.as_ref().is_some_and(|a| a.job == job) {
+            state.active = None;
+        }
+        let started = now.to_string();
+        if let Some(i) = state.starts.iter().rposition(|s| *s == started) {
+            state.starts.remove(i);
+        }
+        state.refused = Some(crate::api::RefusedJob {
+            generation: md.metadata.generation.unwrap_or(0),
+            at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            message: message.clone(),
+        });
+    }
+    crate::conditions::set(
+        &mut plan.status.conditions,
+        crate::conditions::RETRAINING,
+        crate::api::ConditionStatus::False,
+        plan::retraining_reason::REFUSED,
+        format!("{note} (fix spec.remediation.retraining.jobTemplate)"),
+        md.metadata.generation,
+        now,
+    );
+    plan.notices
+        .retain(|n| n.reason != plan::retraining_reason::STARTED);
+    plan.notices.push(plan::Notice {
+        warning: true,
+        reason: plan::retraining_reason::REFUSED,
+        note,
+    });
 }
 
 /// True when `obj` is a child of `md`: same namespace, its model label, and `md` as controller.
@@ -645,7 +729,213 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         side_services,
         network_policy: observe_network_policy(md, ctx).await?,
         route: observe_route(md, ctx, had_side_services).await?,
+        retraining: observe_retraining(md, ctx).await?,
     })
+}
+
+/// A retraining Job of `md`: in its namespace, labelled for it and as a retraining run, and
+/// controlled by it or by its CronJob.
+pub fn is_retraining_job(md: &ModelDeployment, job: &CachedJob) -> bool {
+    let name = md.meta().name.as_deref();
+    let uid = md.meta().uid.as_deref();
+    let cron = crate::naming::retrain_cron(&md.name_any());
+    job.meta().namespace == md.meta().namespace
+        && job.labels().get(LABEL_MODEL).map(String::as_str) == name
+        && job.labels().contains_key(crate::naming::LABEL_RETRAINING)
+        && job.owner_references().iter().any(|o| {
+            o.controller == Some(true)
+                && (Some(o.uid.as_str()) == uid || (o.kind == "CronJob" && o.name == cron))
+        })
+}
+
+/// What the planner needs of a retraining Job.
+pub fn observed_job(job: &CachedJob) -> crate::retrain::ObservedJob {
+    use crate::retrain::{JobOutcome, ObservedJob, TriggerReason};
+    let started = job
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let terminal = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
+    let finished_at = |c: &cached::JobConditionSlice| {
+        c.last_transition_time
+            .as_ref()
+            .or(job.status.as_ref().and_then(|s| s.completion_time.as_ref()))
+            .map(|t| t.0)
+            .unwrap_or(started)
+    };
+    let outcome = if let Some(c) = terminal("Complete") {
+        JobOutcome::Succeeded {
+            finished: finished_at(c),
+        }
+    } else if let Some(c) = terminal("Failed") {
+        JobOutcome::Failed {
+            finished: finished_at(c),
+            message: [c.reason.as_deref(), c.message.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": "),
+        }
+    } else {
+        JobOutcome::Running
+    };
+    ObservedJob {
+        name: job.name_any(),
+        started,
+        reason: job
+            .labels()
+            .get(crate::naming::LABEL_RETRAINING)
+            .and_then(|v| TriggerReason::from_label(v)),
+        outcome,
+    }
+}
+
+/// The retraining Jobs (from the watch), the CronJob (read back at most once per resync), and
+/// the termination messages of successful runs status does not hold yet (read from their pods,
+/// once: the next status records the outcome).
+async fn observe_retraining(
+    md: &ModelDeployment,
+    ctx: &Context,
+) -> Result<plan::ObservedRetraining, Error> {
+    let jobs: Vec<crate::retrain::ObservedJob> = ctx
+        .stores
+        .jobs
+        .state()
+        .iter()
+        .filter(|j| is_retraining_job(md, j))
+        .map(|j| observed_job(j))
+        .collect();
+    let schedule = md
+        .spec
+        .remediation
+        .retraining
+        .as_ref()
+        .is_some_and(|r| r.schedule.is_some());
+    let cron_job = observe_cron_job(md, ctx, schedule).await?;
+    let mut reports = std::collections::BTreeMap::new();
+    let status = md.status.as_ref().and_then(|s| s.retraining.as_ref());
+    for job in plan::unrecorded(&jobs, status) {
+        if matches!(job.outcome, crate::retrain::JobOutcome::Succeeded { .. }) {
+            reports.insert(
+                job.name.clone(),
+                termination_message(md, ctx, &job.name).await?,
+            );
+        }
+    }
+    Ok(plan::ObservedRetraining {
+        jobs,
+        cron_job,
+        reports,
+    })
+}
+
+/// The termination message a Job's pod left: of the pod that succeeded, the first container
+/// (in spec order) that wrote one.
+async fn termination_message(
+    md: &ModelDeployment,
+    ctx: &Context,
+    job: &str,
+) -> Result<Result<String, String>, Error> {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let pods = api
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("batch.kubernetes.io/job-name={job}")),
+        )
+        .await?;
+    let mut pods: Vec<&Pod> = pods.items.iter().collect();
+    // The pod that succeeded first, then any other.
+    pods.sort_by_key(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded"));
+    for pod in pods {
+        let order: Vec<String> = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
+        for name in &order {
+            let message = statuses
+                .iter()
+                .find(|c| &c.name == name)
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t.message.clone())
+                .filter(|m| !m.trim().is_empty());
+            if let Some(m) = message {
+                return Ok(Ok(m));
+            }
+        }
+    }
+    Ok(Err(format!(
+        "no container of Job {job} wrote a termination message (write the report to /dev/termination-log)"
+    )))
+}
+
+/// CronJob `<name>-cron`, read back like the NetworkPolicy; not looked up at all while the spec
+/// has no schedule and none is known to exist.
+async fn observe_cron_job(
+    md: &ModelDeployment,
+    ctx: &Context,
+    scheduled: bool,
+) -> Result<Option<plan::ObservedChild>, Error> {
+    use k8s_openapi::api::batch::v1::CronJob;
+    let uid = md.uid().unwrap_or_default();
+    let name = crate::naming::retrain_cron(&md.name_any());
+    let cached = ctx
+        .cron_jobs
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&uid).cloned())
+        .filter(|(_, at)| at.elapsed() < RESYNC);
+    if let Some((hash, _)) = cached {
+        return Ok(hash.map(|spec_hash| plan::ObservedChild {
+            name,
+            spec_hash: Some(spec_hash),
+            foreign: false,
+        }));
+    }
+    let ever = md.status.as_ref().is_some_and(|s| s.retraining.is_some());
+    if !scheduled && !ever {
+        return Ok(None);
+    }
+    let api: Api<CronJob> =
+        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let found = api.get_opt(&name).await?;
+    let observed = found.map(|c| plan::ObservedChild {
+        name: name.clone(),
+        spec_hash: spec_hash(&c),
+        foreign: !is_child(md, &c),
+    });
+    if !observed.as_ref().is_some_and(|c| c.foreign) {
+        remember_cron_job(
+            ctx,
+            &uid,
+            observed.as_ref().and_then(|c| c.spec_hash.clone()),
+        );
+    }
+    Ok(observed)
+}
+
+fn remember_cron_job(ctx: &Context, uid: &str, spec_hash: Option<String>) {
+    if let Ok(mut c) = ctx.cron_jobs.lock() {
+        c.insert(uid.to_string(), (spec_hash, std::time::Instant::now()));
+    }
 }
 
 /// NetworkPolicy `<name>`: from what this instance applied or read within the last resync,

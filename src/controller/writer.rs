@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -17,6 +18,27 @@ use crate::build::{Child, ChildKind, ChildRef};
 use crate::leader::WriteGate;
 use crate::metrics::Metrics;
 use crate::naming::{FIELD_MANAGER, SCALE_FIELD_MANAGER};
+
+/// Field manager of the `spec.model` patch that deploys an accepted candidate.
+pub const RETRAINING_FIELD_MANAGER: &str = "drover-retraining";
+
+/// What became of a Job create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobCreated {
+    /// Created now.
+    Created,
+    /// A Job of that name existed.
+    Existed,
+    /// The API server refused the object (its message).
+    Refused(String),
+}
+
+/// The API server refused the object itself: invalid (400, 422), or an admission webhook or
+/// policy said no (403 naming admission). An RBAC 403 is not: that is Drover's own
+/// misconfiguration, retried with backoff like any API error.
+fn refused_object(status: &kube::core::Status) -> bool {
+    matches!(status.code, 400 | 422) || (status.code == 403 && status.message.contains("admission"))
+}
 
 /// Writes for one ModelDeployment's namespace.
 pub struct Writer<'a> {
@@ -76,6 +98,11 @@ impl Writer<'_> {
                     .patch(&r.name, &params, &Patch::Apply(route.as_ref()))
                     .await?;
             }
+            Child::CronJob(c) => {
+                Api::<CronJob>::namespaced(self.client.clone(), self.namespace)
+                    .patch(&r.name, &params, &Patch::Apply(c.as_ref()))
+                    .await?;
+            }
         }
         self.metrics.wrote(r.kind.as_str(), "apply");
         Ok(())
@@ -133,6 +160,15 @@ impl Writer<'_> {
                 .delete(&child.name, &dp)
                 .await
                 .map(|_| ()),
+            // A finished Job's pods (and their logs) go with it.
+            ChildKind::Job => Api::<Job>::namespaced(self.client.clone(), self.namespace)
+                .delete(&child.name, &dp)
+                .await
+                .map(|_| ()),
+            ChildKind::CronJob => Api::<CronJob>::namespaced(self.client.clone(), self.namespace)
+                .delete(&child.name, &dp)
+                .await
+                .map(|_| ()),
         };
         match result {
             Ok(()) => {}
@@ -141,6 +177,56 @@ impl Writer<'_> {
             Err(e) => return Err(e.into()),
         }
         self.metrics.wrote(child.kind.as_str(), "delete");
+        Ok(())
+    }
+
+    /// Creates a retraining Job. A Job of that name that exists already counts as created (a
+    /// retried reconcile in the same minute); `Err(Refused(message))` when the API server
+    /// refuses the object itself (invalid template, admission), which retrying cannot fix.
+    pub async fn create_job(&self, job: &Job) -> Result<JobCreated, Error> {
+        self.check()?;
+        let api = Api::<Job>::namespaced(self.client.clone(), self.namespace);
+        match api.create(&PostParams::default(), job).await {
+            Ok(_) => {
+                self.metrics.wrote(ChildKind::Job.as_str(), "create");
+                Ok(JobCreated::Created)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(JobCreated::Existed),
+            Err(kube::Error::Api(status)) if refused_object(&status) => {
+                Ok(JobCreated::Refused(status.message.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets `spec.model` to an accepted candidate (`autoDeploy`), as a JSON merge patch so it
+    /// takes no field ownership from whoever applies the spec.
+    pub async fn deploy_candidate(
+        &self,
+        md: &ModelDeployment,
+        model: &crate::plan::ModelUpdate,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let mut fields = serde_json::Map::new();
+        fields.insert("version".into(), json!(model.version));
+        if let Some(image) = &model.image {
+            fields.insert("image".into(), json!(image));
+        }
+        if let Some(uri) = &model.uri {
+            fields.insert("uri".into(), json!(uri));
+        }
+        let body = json!({"spec": {"model": fields}});
+        Api::<ModelDeployment>::namespaced(self.client.clone(), self.namespace)
+            .patch(
+                &md.name_any(),
+                &PatchParams {
+                    field_manager: Some(RETRAINING_FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(&body),
+            )
+            .await?;
+        self.metrics.wrote("ModelDeployment", "patch");
         Ok(())
     }
 

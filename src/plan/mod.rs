@@ -46,6 +46,8 @@ pub struct Observed {
     pub network_policy: Option<ObservedChild>,
     /// The HTTPRoute (looked up only in Gateway API mode).
     pub route: RouteState,
+    /// Retraining Jobs, the CronJob, and what finished runs reported.
+    pub retraining: ObservedRetraining,
 }
 
 /// A child known by name and `drover.dev/spec-hash`.
@@ -226,6 +228,10 @@ pub enum Action {
     },
     /// Delete a child (background propagation).
     Delete(ChildRef),
+    /// Create a retraining Job (never applied: one name, one run).
+    CreateJob(Box<k8s_openapi::api::batch::v1::Job>),
+    /// Set `spec.model` to an accepted candidate (`autoDeploy`).
+    DeployCandidate(ModelUpdate),
 }
 
 /// A transition worth an Event.
@@ -276,6 +282,8 @@ pub struct Plan {
     pub judgement: Option<crate::api::Judgement>,
     /// The steady-state window judged now, for gauges.
     pub watch: Option<crate::watch::Judged>,
+    /// Verdicts of the candidates judged now (`accepted`, `rejected`), for counters.
+    pub candidates_judged: Vec<&'static str>,
 }
 
 /// How long to wait before looking again for a missing reference profile.
@@ -351,6 +359,7 @@ pub fn plan(
         announcements: Vec::new(),
         judgement: None,
         watch: None,
+        candidates_judged: Vec::new(),
     };
     match validate::validate(&md.spec) {
         Ok(valid) => {
@@ -358,6 +367,7 @@ pub fn plan(
             planner.route_acceptance();
             planner.foreign_children();
             planner.steady_state(&old, &valid);
+            planner.retraining(&old);
         }
         Err(problems) => planner.refuse(&old, &problems.join("; ")),
     }
@@ -370,6 +380,7 @@ pub fn plan(
         requeue_after: planner.requeue_after,
         judgement: planner.judgement,
         watch: planner.watch,
+        candidates_judged: planner.candidates_judged,
     }
 }
 
@@ -390,6 +401,8 @@ struct Planner<'a> {
     judgement: Option<crate::api::Judgement>,
     /// What the steady-state watch judged.
     watch: Option<crate::watch::Judged>,
+    /// Candidates judged.
+    candidates_judged: Vec<&'static str>,
 }
 
 impl Planner<'_> {
@@ -889,6 +902,14 @@ impl Planner<'_> {
                 RouteState::Owned { spec_hash, .. } => spec_hash.clone(),
                 _ => None,
             },
+            ChildKind::CronJob => self
+                .observed
+                .retraining
+                .cron_job
+                .as_ref()
+                .and_then(|c| c.spec_hash.clone()),
+            // Jobs are created, never applied.
+            ChildKind::Job => None,
             ChildKind::Autoscaler => self
                 .observed
                 .autoscaler
@@ -1030,9 +1051,11 @@ fn humanize(d: Duration) -> String {
 }
 
 mod canary;
+mod retraining;
 mod steady;
 mod traffic;
 pub use canary::{HISTORY_LIMIT, canary_reason};
+pub use retraining::{ModelUpdate, ObservedRetraining, retraining_reason, unrecorded};
 pub use steady::steady_reason;
 
 #[cfg(test)]

@@ -127,7 +127,25 @@ pub(super) fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) ->
                 ChildKind::Autoscaler => next.autoscaler = None,
                 ChildKind::NetworkPolicy => next.network_policy = None,
                 ChildKind::Route => next.route = RouteState::Absent,
+                ChildKind::Job => next.retraining.jobs.retain(|j| j.name != r.name),
+                ChildKind::CronJob => next.retraining.cron_job = None,
             },
+            Action::Apply(c @ Child::CronJob(_)) => {
+                next.retraining.cron_job = Some(ObservedChild {
+                    name: c.reference().name,
+                    spec_hash: c.spec_hash().map(str::to_string),
+                    foreign: false,
+                });
+            }
+            Action::CreateJob(job) => {
+                next.retraining.jobs.push(crate::retrain::ObservedJob {
+                    name: job.metadata.name.clone().unwrap(),
+                    started: now_of(plan),
+                    reason: Some(crate::retrain::TriggerReason::Drift),
+                    outcome: crate::retrain::JobOutcome::Running,
+                });
+            }
+            Action::DeployCandidate(_) => {}
         }
     }
     for r in &mut next.revisions {
@@ -138,6 +156,17 @@ pub(super) fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) ->
         }
     }
     next
+}
+
+/// When a plan's Job was started: the time its status recorded.
+fn now_of(plan: &Plan) -> Timestamp {
+    plan.status
+        .retraining
+        .as_ref()
+        .and_then(|r| r.active.as_ref())
+        .and_then(|a| a.started.as_ref())
+        .map(|t| t.0)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 pub(super) fn applied_kinds(plan: &Plan) -> Vec<String> {
@@ -154,6 +183,10 @@ pub(super) fn applied_kinds(plan: &Plan) -> Vec<String> {
                 replicas,
             } => format!("scale {deployment} {replicas}"),
             Action::Delete(r) => format!("delete {} {}", r.kind.as_str(), r.name),
+            Action::CreateJob(j) => {
+                format!("create Job {}", j.metadata.name.clone().unwrap_or_default())
+            }
+            Action::DeployCandidate(m) => format!("deploy candidate {}", m.version),
         })
         .collect()
 }
