@@ -71,6 +71,22 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         min_samples: u64,
     },
+    /// Replay the steady-state watch of a ModelDeployment over a monitor's reports, offline:
+    /// each consecutive pair of reports is one window, judged as the operator judges it.
+    Steady {
+        /// The ModelDeployment (YAML).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// The reference profile JSON (as the spec's ConfigMap would hold it).
+        #[arg(long)]
+        profile: PathBuf,
+        /// `/drover/report` JSONs of one monitor, oldest first (at least two).
+        #[arg(long = "report", num_args = 1.., required = true)]
+        reports: Vec<PathBuf>,
+        /// Print the windows as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Build a reference profile from training (or held-out) data: CSV with a header, or JSON lines.
     Profile {
         /// The data file (`.csv`, or `.jsonl`/`.ndjson`/`.json` for JSON lines).
@@ -174,6 +190,37 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(path) = plot {
                 drover::simulate::plot::draw(&sim, &path)?;
                 eprintln!("plot written to {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Steady {
+            file,
+            profile,
+            reports,
+            json,
+        } => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            let md: drover::api::ModelDeployment = serde_saphyr::from_str(&read_input(&file)?)
+                .map_err(|e| format!("{}: not a ModelDeployment: {e}", file.display()))?;
+            let profile = drover::profile::ReferenceProfile::from_json(&read(&profile)?)
+                .map_err(|e| format!("{}: {e}", profile.display()))?;
+            let reports = reports
+                .iter()
+                .map(|p| {
+                    serde_json::from_slice(&read(p)?)
+                        .map_err(|e| format!("{}: not a monitor report: {e}", p.display()))
+                })
+                .collect::<Result<Vec<drover::monitor::report::Report>, String>>()?;
+            let rows = drover::simulate::steady::replay(&md, profile, &reports)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", drover::simulate::steady::table(&rows));
             }
             Ok(())
         }

@@ -10,9 +10,14 @@
 # 2. uvicorn serves the model, `drover monitor` proxies it; both on free loopback ports.
 # 3. Window A: 1500 unshifted requests (5 % malformed); window B: 1500 requests with
 #    amount x3 and distance_km x5. A report is fetched after each window.
+#    Windows C and D (E2E_STEADY_REQUESTS each, default 600) repeat B's shift for the
+#    steady-state watch.
 # 4. scripts/ci/check_monitor_report.py checks the reports, `drover drift` on each window, the
 #    counts against traffic.py's summaries, the latency sketch and /metrics; promtool checks
 #    /metrics where it is available (installed from Debian under CI=true, skipped if that fails).
+#    `drover steady` replays the reports (empty, A, B, C, D) through the planner with
+#    examples/retraining.yaml: DriftDetected at D on exactly the shifted features, one
+#    retraining Job.
 #
 # Environment: DROVER_CI_CACHE (cache dir), E2E_REQUESTS (requests per window, default 1500),
 # E2E_SHIFT (window B's shifts, default "amount=3.0 distance_km=5.0"), E2E_EXPECT_DRIFT (the
@@ -155,6 +160,8 @@ status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$ADMIN/drover/rep
 shift_flags=()
 for s in $SHIFT; do shift_flags+=(--shift "$s"); done
 
+fetch /drover/report "$TMP/report-0.json"
+
 log "window A: $REQUESTS unshifted requests, 5 % malformed"
 run "$PY" "$FRAUD/traffic.py" --url "$SERVE" --requests "$REQUESTS" --seed 1 --malformed 0.05 \
   >"$TMP/traffic-a.json"
@@ -165,6 +172,14 @@ run "$PY" "$FRAUD/traffic.py" --url "$SERVE" --requests "$REQUESTS" --seed 2 "${
   --malformed 0.05 >"$TMP/traffic-b.json"
 fetch /drover/report "$TMP/report-b.json"
 fetch /metrics "$TMP/metrics.txt"
+
+STEADY_REQUESTS=${E2E_STEADY_REQUESTS:-600}
+for w in c d; do
+  log "window ${w^^}: $STEADY_REQUESTS requests with ${shift_flags[*]} (the steady-state watch)"
+  run "$PY" "$FRAUD/traffic.py" --url "$SERVE" --requests "$STEADY_REQUESTS" --seed "$((RANDOM + 3))" \
+    "${shift_flags[@]}" --malformed 0.05 >"$TMP/traffic-$w.json"
+  fetch /drover/report "$TMP/report-$w.json"
+done
 
 # ------------------------------------------------------------------------------ 4. checks
 PROFILE=$TMP/artifacts/profile.json
@@ -180,6 +195,38 @@ PROFILE=$TMP/artifacts/profile.json
   --drift-a "$TMP/drift-a.json" --drift-b "$TMP/drift-b.json" \
   --metrics "$TMP/metrics.txt" --prometheus-text-out "$TMP/metrics.prom" \
   --expect-drift "$EXPECT_DRIFT" --threshold 0.2
+
+# The steady-state watch (issue 6), fed from this monitor's reports: the planner judges each
+# window as the operator would, with examples/retraining.yaml (consecutiveWindows 3). Windows:
+# A clean, B C D shifted. DriftDetected must come at D, on the shifted features only, and the
+# planner must start exactly one retraining Job.
+"$DROVER" steady -f "$ROOT/examples/retraining.yaml" --profile "$PROFILE" --json \
+  --report "$TMP/report-0.json" "$TMP/report-a.json" "$TMP/report-b.json" \
+  "$TMP/report-c.json" "$TMP/report-d.json" >"$TMP/steady.json"
+"$PY" - "$TMP/steady.json" "$EXPECT_DRIFT" <<'PYEOF' || die "the steady-state watch did not decide as expected (see $TMP/steady.json)"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+expect = set(sys.argv[2].split(","))
+def fail(msg):
+    print(json.dumps(rows, indent=2), file=sys.stderr)
+    sys.exit(f"steady: {msg}")
+if len(rows) != 4:
+    fail(f"{len(rows)} windows, expected 4")
+if rows[0]["verdict"] != "clean" or rows[0]["driftedFeatures"]:
+    fail(f"window A (unshifted) judged {rows[0]['verdict']} {rows[0]['driftedFeatures']}")
+for r in rows[1:]:
+    if set(r["driftedFeatures"]) != expect:
+        fail(f"window {r['window']} drifted on {r['driftedFeatures']}, expected exactly {sorted(expect)}")
+if [r["driftDetected"] for r in rows] != ["False", "False", "False", "True"]:
+    fail(f"DriftDetected went {[r['driftDetected'] for r in rows]}, expected True at the third shifted window only")
+jobs = [j for r in rows for j in r["jobsCreated"]]
+if len(jobs) != 1 or rows[3]["jobsCreated"] != jobs:
+    fail(f"retraining Jobs {jobs}, expected exactly one, at window D")
+if "DriftDetected" not in rows[3]["events"] or "RetrainingStarted" not in rows[3]["events"]:
+    fail(f"window D events {rows[3]['events']}")
+print(f"steady: DriftDetected at window D on {sorted(expect)}; one retraining Job {jobs[0]}")
+PYEOF
+log "steady-state watch: ok"
 
 # promtool: Prometheus's own parser and linter over /metrics. Installed only under CI; an apt
 # outage skips this one check rather than failing CI. `promtool check metrics` reads the

@@ -8,6 +8,7 @@
 
 pub mod plot;
 pub mod scenario;
+pub mod steady;
 
 use std::collections::BTreeMap;
 

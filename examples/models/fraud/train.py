@@ -207,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=20_000, help="rows to generate, before the 80/20 split")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--model-version", default="1.0.0")
+    ap.add_argument(
+        "--termination-log",
+        help="also write the Drover retraining report (model version, image, metrics) here, "
+        "e.g. /dev/termination-log in a retraining Job (see docs/retraining.md)",
+    )
+    ap.add_argument("--image", help="the image the retrained model is served from, for the report")
     args = ap.parse_args(argv)
     if args.rows < 100:
         ap.error("--rows must be at least 100")
@@ -260,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         "out": os.fspath(out),
     }
     print(json.dumps(summary))
+    if args.termination_log:
+        # Kubernetes keeps at most 4096 bytes of a termination message: the report stays small.
+        report = {
+            "model": {"version": args.model_version},
+            "metrics": {"accuracy": round(float(acc), 4), "auc": round(float(auc), 4)},
+        }
+        if args.image:
+            report["model"]["image"] = args.image
+        Path(args.termination_log).write_text(json.dumps(report))
     return 0
 
 
