@@ -1061,6 +1061,8 @@ pub use steady::steady_reason;
 #[cfg(test)]
 mod canary_tests;
 #[cfg(test)]
+mod retraining_tests;
+#[cfg(test)]
 mod steady_tests;
 #[cfg(test)]
 mod tests;
