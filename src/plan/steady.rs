@@ -10,7 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Notice, Planner, ReferenceState};
 use crate::api::{ConditionStatus, DriftStatus, ModelDeploymentStatus, Phase, RolloutPhase};
-use crate::conditions::{self, DEGRADED, DRIFT_DETECTED};
+use kube::ResourceExt;
+
+use crate::conditions::{self, DEGRADED, DRIFT_DETECTED, REPORTS_AVAILABLE};
 use crate::validate::Validated;
 use crate::watch::{self, Judged};
 
@@ -57,6 +59,7 @@ impl Planner<'_> {
             return;
         }
 
+        self.reports_available(old);
         let profile_problem = self.profile_problem();
         let mut state = old.drift.clone();
         if let Some(s) = state.as_ref().filter(|s| s.revision != stable.hash) {
@@ -158,6 +161,38 @@ impl Planner<'_> {
             self.status.message = Some(format!("SLO breached: {why}"));
         }
         self.status.drift = Some(state);
+    }
+
+    /// Condition `ReportsAvailable` while the watch scrapes: a monitor token problem or
+    /// unreachable monitors are something a person can act on, not a silent lack of verdicts.
+    fn reports_available(&mut self, old: &ModelDeploymentStatus) {
+        // The rollout path removed it outside a rollout; its transition time must hold.
+        if !self
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == REPORTS_AVAILABLE)
+            && let Some(c) = old.conditions.iter().find(|c| c.type_ == REPORTS_AVAILABLE)
+        {
+            self.status.conditions.push(c.clone());
+        }
+        match &self.observed.evidence.problem {
+            Some(problem) => {
+                let message = problem.message(&self.md.name_any());
+                self.condition(
+                    REPORTS_AVAILABLE,
+                    ConditionStatus::False,
+                    problem.reason(),
+                    message,
+                );
+            }
+            None => self.condition(
+                REPORTS_AVAILABLE,
+                ConditionStatus::True,
+                super::reason::REPORTS_COLLECTED,
+                "",
+            ),
+        }
     }
 
     /// Why drift cannot be measured against the profile, if it cannot.

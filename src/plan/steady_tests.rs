@@ -219,3 +219,29 @@ fn without_a_profile_or_slo_nothing_is_watched() {
     );
     assert!(p.watch.is_none());
 }
+
+#[test]
+fn unreachable_monitors_in_steady_state_are_a_condition_and_hold_the_watch() {
+    let (mut m, observed) = serving(fraud_profile());
+    let p = settle(&mut m, &observed, at(20));
+    let c = condition(&p, crate::conditions::REPORTS_AVAILABLE);
+    assert_eq!(c.status, ConditionStatus::True);
+    let since = c.last_transition_time.clone();
+    // Stable across reconciles (no rewrite).
+    let p = settle(&mut m, &observed, at(30));
+    assert_eq!(
+        condition(&p, crate::conditions::REPORTS_AVAILABLE).last_transition_time,
+        since
+    );
+    let mut down = window(&observed, None);
+    down.evidence.problem = Some(CollectionProblem::Unreachable {
+        revision: "r".into(),
+        pods: 2,
+    });
+    let p = settle(&mut m, &down, at(900));
+    let c = condition(&p, crate::conditions::REPORTS_AVAILABLE);
+    assert_eq!(c.status, ConditionStatus::False);
+    assert_eq!(c.reason, reason::MONITORS_UNREACHABLE);
+    assert_eq!(p.watch, Some(Judged::NoReports));
+    assert_eq!(p.status.drift.as_ref().unwrap().drifted_windows, 0);
+}
