@@ -21,6 +21,8 @@ pub const IMMEDIATE_FALLBACK: &str = "ImmediateFallback";
 /// The serving model's inputs (or predictions, or confidence) drifted from its reference
 /// profile for `consecutiveWindows` windows.
 pub const DRIFT_DETECTED: &str = "DriftDetected";
+/// Webhook notifications reach their receiver (only with `spec.notifications`).
+pub const NOTIFICATIONS_DELIVERED: &str = "NotificationsDelivered";
 /// A retraining run is in progress (`False`: why not, or how the last one ended).
 pub const RETRAINING: &str = "Retraining";
 /// Whether the monitors' reports reach the operator while a rollout judges them.

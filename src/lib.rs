@@ -18,6 +18,7 @@ pub mod leader;
 pub mod metrics;
 pub mod monitor;
 pub mod naming;
+pub mod notify;
 pub mod operator;
 pub mod plan;
 pub mod profile;

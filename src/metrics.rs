@@ -118,6 +118,7 @@ pub struct Metrics {
     drift_detected: Family<ModelLabels, Gauge>,
     retraining_runs: Family<ReasonLabels, Counter>,
     candidates: Family<ReasonLabels, Counter>,
+    notifications: Family<OutcomeLabels, Counter>,
     /// The features whose score series exist, per (namespace, name).
     scored: ScoredFeatures,
 }
@@ -143,6 +144,7 @@ impl Default for Metrics {
             drift_detected: Family::default(),
             retraining_runs: Family::default(),
             candidates: Family::default(),
+            notifications: Family::default(),
             scored: Default::default(),
         }
     }
@@ -229,6 +231,18 @@ impl Metrics {
             "Models reported by retraining runs, by verdict of the acceptance gate",
             self.candidates.clone(),
         );
+        r.register(
+            "notifications",
+            "Webhook notifications by outcome (delivered, retried, failed, dropped, unsent)",
+            self.notifications.clone(),
+        );
+    }
+
+    /// Counts one webhook notification outcome.
+    pub fn notification(&self, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Sets the drift scores of `namespace/name`'s top features (replacing the last set) and

@@ -389,9 +389,14 @@ fn scope_controller(
     let triggered = futures::stream::unfold(triggered, |mut rx| async move {
         rx.recv().await.map(|r| (r, rx))
     });
+    let metrics_for_notifier = metrics.clone();
     let ctx = Arc::new(
         Context::new(client, recorder, metrics, gate, stores, clock)
             .with_collector(collector)
+            .with_notifier(crate::notify::Notifier::new(
+                crate::notify::DeliverySettings::default(),
+                metrics_for_notifier,
+            ))
             .with_settings(plan::Settings {
                 operator_namespace: args.lease_namespace.clone(),
                 ..plan::Settings::default()

@@ -56,6 +56,8 @@ struct Script {
     refuse_jobs: bool,
     /// What a list of pods answers (a retraining Job's pods).
     pods: Option<Value>,
+    /// Secret `hook` (the webhook URL), if it exists.
+    webhook_secret: Option<Value>,
 }
 
 type Log = Arc<Mutex<Vec<Seen>>>;
@@ -115,6 +117,14 @@ fn mock_client(md: &ModelDeployment, script: Script) -> (Client, Log) {
                     ),
                 )
             } else if entry.method == "GET"
+                && entry.path.ends_with("/secrets/hook")
+                && script.webhook_secret.is_some()
+            {
+                (
+                    StatusCode::OK,
+                    script.webhook_secret.clone().unwrap_or_default(),
+                )
+            } else if entry.method == "GET"
                 && (entry.path.contains("/secrets/") || entry.path.contains("/cronjobs/"))
             {
                 (
@@ -163,6 +173,14 @@ fn at(secs: i64) -> Timestamp {
 }
 
 fn harness(client: Client, gate: WriteGate) -> Harness {
+    harness_with(client, gate, None)
+}
+
+fn harness_with(
+    client: Client,
+    gate: WriteGate,
+    notifier: Option<drover::notify::Notifier>,
+) -> Harness {
     let (deployments_r, mut deployments) = reflector::store();
     let (services_r, mut services) = reflector::store();
     let (autoscalers_r, mut autoscalers) = reflector::store();
@@ -193,14 +211,11 @@ fn harness(client: Client, gate: WriteGate) -> Harness {
     let read = now.clone();
     let clock: controller::Clock =
         Arc::new(move || at(read.load(std::sync::atomic::Ordering::SeqCst)));
-    let ctx = Arc::new(Context::new(
-        client,
-        recorder,
-        Metrics::default(),
-        gate,
-        stores,
-        clock,
-    ));
+    let mut ctx = Context::new(client, recorder, Metrics::default(), gate, stores, clock);
+    if let Some(n) = notifier {
+        ctx = ctx.with_notifier(n);
+    }
+    let ctx = Arc::new(ctx);
     Harness {
         ctx,
         now,
@@ -1351,4 +1366,85 @@ async fn a_schedule_applies_a_cron_job_and_removing_it_deletes_the_cron_job() {
         "{:#?}",
         summary(&writes(&log))
     );
+}
+
+#[tokio::test]
+async fn notices_go_to_the_webhook_named_in_a_secret_and_a_missing_secret_is_a_condition() {
+    // A local receiver.
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let got = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let got = got.clone();
+            async move {
+                got.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{addr}/hook");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook", "namespace": "ml"},
+                        "data": {"url": base64(&url)}});
+    let notifications = "  notifications:\n    webhook: {urlSecretRef: {name: hook, key: url}}\n    events: [RetrainingStarted]\n";
+
+    for (with_secret, expect_condition) in [(true, "True"), (false, "False")] {
+        let md = model(&RETRAINING.replace("AUTO", "false"));
+        let (client, log) = mock_client(
+            &md,
+            Script {
+                webhook_secret: with_secret.then(|| secret.clone()),
+                ..Script::default()
+            },
+        );
+        let notifier = drover::notify::Notifier::new(
+            drover::notify::DeliverySettings::default(),
+            Metrics::default(),
+        );
+        let mut h = harness_with(client, WriteGate::always_open(), Some(notifier.clone()));
+        let mut md = drifted(&mut h, false, notifications);
+        received.lock().unwrap().clear();
+        reconcile(&h, &md).await.unwrap();
+        assert!(event_reasons(&log).contains(&"RetrainingStarted".to_string()));
+        if with_secret {
+            let mut delivered = None;
+            for _ in 0..250 {
+                if let Some(b) = received.lock().unwrap().first().cloned() {
+                    delivered = Some(b);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let body = delivered.expect("delivered to the receiver within 5s");
+            assert_eq!(body["event"], "RetrainingStarted");
+            assert_eq!(body["model"]["name"], "fraud");
+        }
+        // The next reconcile reports how deliveries went.
+        set_clock(&h, 60);
+        take_writes(&log, &mut md);
+        reconcile(&h, &md).await.unwrap();
+        take_writes(&log, &mut md);
+        let status = md.status.clone().unwrap();
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "NotificationsDelivered")
+            .expect("condition NotificationsDelivered");
+        assert_eq!(format!("{:?}", c.status), expect_condition, "{c:?}");
+        if !with_secret {
+            assert_eq!(c.reason, "WebhookSecretUnusable");
+            assert!(c.message.contains("hook"), "{}", c.message);
+            assert!(received.lock().unwrap().is_empty());
+        }
+    }
+}
+
+/// Base64 as Secret data carries it (k8s-openapi's own encoding).
+fn base64(text: &str) -> Value {
+    serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec())).unwrap()
 }

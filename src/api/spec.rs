@@ -85,6 +85,70 @@ pub struct ModelDeploymentSpec {
     /// The NetworkPolicy Drover keeps for the serving pods.
     #[serde(default, skip_serializing_if = "NetworkPolicySpec::is_default")]
     pub network_policy: NetworkPolicySpec,
+    /// Where Drover posts what happens to this model (rollouts, drift, retraining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotificationsSpec>,
+}
+
+/// Notifications: a webhook receives a JSON document for each event asked for.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    /// The receiver.
+    pub webhook: WebhookSpec,
+    /// The events to send; empty: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub events: Vec<NotificationEvent>,
+}
+
+/// A webhook receiver.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// The Secret key holding the URL (`http://` or `https://`): URLs often carry a token, so
+    /// they live in a Secret.
+    pub url_secret_ref: SecretKeyRef,
+    /// `Generic` JSON, or `Slack` (an incoming-webhook message with `text` and `blocks`).
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// Body format of a webhook delivery.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WebhookFormat {
+    /// `{"event", "reason", "severity", "model": {...}, "message", "at"}`.
+    #[default]
+    Generic,
+    /// Slack incoming webhook: `{"text", "blocks"}`.
+    Slack,
+}
+
+/// What a notification is about.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum NotificationEvent {
+    /// A new revision started rolling out.
+    RolloutStarted,
+    /// A canary was promoted (or an immediate rollout completed).
+    Promoted,
+    /// A canary was rolled back (failed judgement, deadline, abort, bake-window breach).
+    RolledBack,
+    /// Drift was declared on the serving revision.
+    DriftDetected,
+    /// The serving revision breached its SLO.
+    SLOBreached,
+    /// A retraining run started.
+    RetrainingStarted,
+    /// A retraining run finished (succeeded or failed).
+    RetrainingFinished,
+    /// A retrained model passed the acceptance gate.
+    CandidateAccepted,
+    /// A retrained model failed the acceptance gate.
+    CandidateRejected,
+    /// Model performance measured from ground-truth labels dropped below its threshold.
+    PerformanceDropped,
 }
 
 fn default_replicas() -> i32 {

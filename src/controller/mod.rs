@@ -75,6 +75,9 @@ pub struct Stores {
     pub jobs: Store<CachedJob>,
 }
 
+/// A webhook URL read from its Secret (or why it could not be), and when.
+type CachedUrl = (Result<String, String>, std::time::Instant);
+
 /// Source of "now"; a test pins it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -110,6 +113,10 @@ pub struct Context {
     policies: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
     /// The same for the retraining CronJob.
     cron_jobs: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
+    /// Webhook deliveries (none: notifications are not sent).
+    pub notifier: Option<crate::notify::Notifier>,
+    /// Webhook URLs read from Secrets, by (namespace, secret, key), and when.
+    webhook_urls: Mutex<HashMap<(String, String, String), CachedUrl>>,
 }
 
 impl Context {
@@ -136,7 +143,15 @@ impl Context {
             tokens: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
             cron_jobs: Mutex::new(HashMap::new()),
+            notifier: None,
+            webhook_urls: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context delivering notifications through `notifier`.
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Forgets what this instance remembers of a ModelDeployment being deleted.
@@ -306,6 +321,9 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
         let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
         ctx.metrics.forget_rollout(&namespace, &name);
         ctx.metrics.forget_drift(&namespace, &name);
+        if let Some(n) = &ctx.notifier {
+            n.forget(&namespace, &name);
+        }
         return Ok(Requeue::await_change());
     }
     let fresher = ctx.written.lock().ok().and_then(|w| w.get(&uid).cloned());
@@ -420,6 +438,7 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
             }
         }
     }
+    notifications_condition(md, &mut plan, ctx, now);
     for verdict in &plan.candidates_judged {
         ctx.metrics
             .candidate_judged(&namespace, &md.name_any(), verdict);
@@ -442,10 +461,163 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
             )
             .await;
     }
+    notify(md, &plan.notices, ctx, now).await;
     Ok(match plan.requeue_after {
         Some(after) => Requeue::requeue(after.min(RESYNC)),
         None => Requeue::requeue(RESYNC),
     })
+}
+
+/// Posts the notices `spec.notifications` asks for to its webhook (queued: never waits on the
+/// receiver).
+async fn notify(
+    md: &ModelDeployment,
+    notices: &[plan::Notice],
+    ctx: &Context,
+    now: jiff::Timestamp,
+) {
+    let (Some(spec), Some(notifier)) = (md.spec.notifications.as_ref(), ctx.notifier.as_ref())
+    else {
+        return;
+    };
+    let wanted: Vec<(crate::api::NotificationEvent, &plan::Notice)> = notices
+        .iter()
+        .filter_map(|n| crate::notify::event_of(n.reason).map(|e| (e, n)))
+        .filter(|(e, _)| crate::notify::wanted(spec, *e))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let url = match webhook_url(md, ctx, &spec.webhook.url_secret_ref).await {
+        Ok(url) => url,
+        Err(why) => {
+            for _ in &wanted {
+                ctx.metrics.notification("unsent");
+            }
+            warn!(model = %md.name_any(), %why, "notifications not sent");
+            return;
+        }
+    };
+    let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
+    for (event, notice) in wanted {
+        let _ = notifier.send(
+            &url,
+            spec.webhook.format,
+            crate::notify::Notification {
+                event,
+                reason: notice.reason.to_string(),
+                warning: notice.warning,
+                namespace: namespace.clone(),
+                name: name.clone(),
+                version: md.spec.model.version.clone(),
+                message: notice.note.clone(),
+                at: now,
+            },
+        );
+    }
+}
+
+/// How long a webhook URL read from its Secret is used before it is read again.
+const WEBHOOK_URL_TTL: Duration = Duration::from_secs(60);
+
+/// The webhook URL in the Secret `reference` names (read at most once a minute).
+async fn webhook_url(
+    md: &ModelDeployment,
+    ctx: &Context,
+    reference: &crate::api::SecretKeyRef,
+) -> Result<String, String> {
+    let namespace = md.namespace().unwrap_or_default();
+    let key = (
+        namespace.clone(),
+        reference.name.clone(),
+        reference.key.clone(),
+    );
+    if let Some((url, _)) = ctx
+        .webhook_urls
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&key).cloned())
+        .filter(|(_, at)| at.elapsed() < WEBHOOK_URL_TTL)
+    {
+        return url;
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let url = match api.get_opt(&reference.name).await {
+        Ok(Some(secret)) => secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&reference.key))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "Secret {} has no key {} with a URL (spec.notifications.webhook.urlSecretRef)",
+                    reference.name, reference.key
+                )
+            }),
+        Ok(None) => Err(format!(
+            "Secret {} named in spec.notifications.webhook.urlSecretRef does not exist",
+            reference.name
+        )),
+        // Transient: not remembered.
+        Err(e) => return Err(format!("cannot read Secret {}: {e}", reference.name)),
+    };
+    if let Ok(mut m) = ctx.webhook_urls.lock() {
+        m.insert(key, (url.clone(), std::time::Instant::now()));
+    }
+    url
+}
+
+/// Condition `NotificationsDelivered` from how deliveries have gone (only with
+/// `spec.notifications`).
+fn notifications_condition(
+    md: &ModelDeployment,
+    plan: &mut plan::Plan,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) {
+    use crate::api::ConditionStatus;
+    use crate::conditions::NOTIFICATIONS_DELIVERED;
+    let Some(spec) = md.spec.notifications.as_ref() else {
+        crate::conditions::remove(&mut plan.status.conditions, NOTIFICATIONS_DELIVERED);
+        return;
+    };
+    let namespace = md.namespace().unwrap_or_default();
+    let secret_problem = ctx.webhook_urls.lock().ok().and_then(|m| {
+        m.get(&(
+            namespace.clone(),
+            spec.webhook.url_secret_ref.name.clone(),
+            spec.webhook.url_secret_ref.key.clone(),
+        ))
+        .and_then(|(url, _)| url.clone().err())
+    });
+    let state = ctx
+        .notifier
+        .as_ref()
+        .and_then(|n| n.state(&namespace, &md.name_any()));
+    let (status, reason, message) = match (secret_problem, state) {
+        (Some(why), _) => (ConditionStatus::False, "WebhookSecretUnusable", why),
+        (None, Some(s)) if s.failures > 0 => (
+            ConditionStatus::False,
+            "WebhookDeliveryFailed",
+            format!(
+                "{} notification(s) not delivered since the last success: {}",
+                s.failures,
+                s.last_error.unwrap_or_default()
+            ),
+        ),
+        _ => (ConditionStatus::True, "Delivered", String::new()),
+    };
+    crate::conditions::set(
+        &mut plan.status.conditions,
+        NOTIFICATIONS_DELIVERED,
+        status,
+        reason,
+        message,
+        md.metadata.generation,
+        now,
+    );
 }
 
 /// Counts promotions and rollbacks from the status transition that was written (once, even

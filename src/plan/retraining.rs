@@ -328,7 +328,12 @@ impl Planner<'_> {
         );
         let verdict = candidate::judge(spec.acceptance.as_ref(), &stable, reported);
         let mut recorded: Candidate = reported.candidate(job, at, &verdict);
-        self.candidates_judged.push(verdict.as_str());
+        // Metric label values are lower case (`accepted`, `rejected`), as documented.
+        self.candidates_judged.push(if verdict.accepted {
+            "accepted"
+        } else {
+            "rejected"
+        });
         if verdict.accepted {
             let deploy = spec.auto_deploy && reported.is_deployable();
             self.announcements.push(Notice {
