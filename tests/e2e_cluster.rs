@@ -5,11 +5,13 @@
 //! namespace (Pod Security `restricted` enforced), deleted at the end even when the test fails.
 //! Nothing sleeps to wait: every wait is a bounded poll.
 //!
-//! Needs: the API server; kube-controller-manager for Deployment status and garbage collection
-//! (the lifecycle and canary tests fail with a clear message without it); Linux (the canary
-//! test binds 127.0.0.x addresses). No node is needed: the lifecycle tests never need a pod
-//! Ready (a revision with `replicas: 0` is complete as soon as the Deployment controller has seen
-//! it), and the canary test stands in for kubelets itself (see `FakeKubelets`).
+//! Needs: the API server; kube-controller-manager for Deployment status, garbage collection and
+//! (retraining tests) the Job controller (the lifecycle, canary and retraining tests fail with a
+//! clear message without it); Linux (stand-ins bind 127.0.x.y addresses). No node is needed: the
+//! lifecycle tests never need a pod Ready (a revision with `replicas: 0` is complete as soon as
+//! the Deployment controller has seen it), the canary and steady-state tests stand in for
+//! kubelets themselves (see `FakeKubelets`), and a training pod is either never scheduled (its
+//! Job stays active) or finished by the test playing its kubelet (see `finish_training_pod`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -19,12 +21,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use drover::api::{ModelDeployment, Phase};
+use drover::api::{ConditionStatus, ModelDeployment, Phase};
+use drover::conditions::DRIFT_DETECTED;
 use drover::naming::{LABEL_MODEL, LABEL_REVISION};
 use drover::revision::revision_of;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -1139,6 +1143,16 @@ async fn model_server(failing: bool) -> SocketAddr {
     addr
 }
 
+/// A loopback address no other stand-in of this test process has had: tests run in parallel,
+/// each with its own `FakeKubelets`, and a monitor must never answer for another test's pod.
+fn next_stand_in_ip() -> std::net::IpAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // 127.0.1.1 to 127.0.250.250 (62,500 addresses, never .0 or .255).
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (250 * 250);
+    let (high, low) = (n / 250 + 1, n % 250 + 1);
+    std::net::IpAddr::from([127, 0, high as u8, low as u8])
+}
+
 /// A `drover monitor` process standing in for one pod.
 struct StandIn {
     child: std::process::Child,
@@ -1153,10 +1167,12 @@ impl Drop for StandIn {
 }
 
 /// Stands in for the kubelets of a cluster without (usable) nodes: every pod of `model` that
-/// has no IP gets a loopback address 127.0.0.x, a real `drover monitor` on it (with the token
+/// has no IP gets a loopback address 127.0.x.y, a real `drover monitor` on it (with the token
 /// from Secret `<model>-monitor-token`, in front of the good model, or the failing one for
 /// revisions in `failing`), and a Ready status — so the ReplicaSet and Deployment controllers
 /// count it, and the operator's collector scrapes it. Pods that go away lose their monitor.
+/// With a reference profile (`start_with_profile`), every monitor bins features on it, as a
+/// monitor does with the profile the operator mounts into the pod.
 struct FakeKubelets {
     task: JoinHandle<()>,
     failing: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
@@ -1165,6 +1181,16 @@ struct FakeKubelets {
 
 impl FakeKubelets {
     async fn start(client: &Client, namespace: &str, model: &str) -> Self {
+        Self::start_with_profile(client, namespace, model, None).await
+    }
+
+    /// As [`start`](Self::start), each monitor with `--profile <profile>` when given.
+    async fn start_with_profile(
+        client: &Client,
+        namespace: &str,
+        model: &str,
+        profile: Option<PathBuf>,
+    ) -> Self {
         let good = model_server(false).await;
         let bad = model_server(true).await;
         let failing = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
@@ -1178,7 +1204,6 @@ impl FakeKubelets {
             let secrets: Api<k8s_openapi::api::core::v1::Secret> =
                 Api::namespaced(client.clone(), &namespace);
             let selector = ListParams::default().labels(&format!("{LABEL_MODEL}={model}"));
-            let mut next_ip: u8 = 10;
             loop {
                 tokio::time::sleep(POLL).await;
                 let Ok(list) = api.list(&selector).await else {
@@ -1219,34 +1244,39 @@ impl FakeKubelets {
                     } else {
                         good
                     };
-                    let ip = std::net::IpAddr::from([127, 0, 0, next_ip]);
-                    next_ip = next_ip.wrapping_add(1).max(10);
-                    let child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-                        .args([
-                            "monitor",
-                            "--listen",
-                            &SocketAddr::new(ip, 8000).to_string(),
-                            "--admin-listen",
-                            &SocketAddr::new(ip, 9090).to_string(),
-                            "--upstream",
-                            &upstream.to_string(),
-                            "--report-token-file",
-                            &token_file.display().to_string(),
-                            "--threads",
-                            "1",
-                        ])
+                    let ip = next_stand_in_ip();
+                    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_drover"));
+                    command.args([
+                        "monitor",
+                        "--listen",
+                        &SocketAddr::new(ip, 8000).to_string(),
+                        "--admin-listen",
+                        &SocketAddr::new(ip, 9090).to_string(),
+                        "--upstream",
+                        &upstream.to_string(),
+                        "--report-token-file",
+                        &token_file.display().to_string(),
+                        "--threads",
+                        "1",
+                    ]);
+                    if let Some(profile) = &profile {
+                        command.arg("--profile").arg(profile);
+                    }
+                    let child = command
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null())
                         .spawn();
                     let Ok(child) = child else { continue };
-                    let stand_in = StandIn { child, ip };
+                    let mut stand_in = StandIn { child, ip };
                     let up = poll_until(Duration::from_secs(10), || async move {
                         http_get(SocketAddr::new(ip, 9090), "/healthz")
                             .await
                             .map(|_| ())
                     })
                     .await;
-                    if up.is_none() {
+                    // Someone else answering on the address (the monitor could not bind) is not
+                    // this stand-in: never mark a pod Ready with an address that is not its own.
+                    if up.is_none() || !matches!(stand_in.child.try_wait(), Ok(None)) {
                         continue;
                     }
                     let now = jiff::Timestamp::now().to_string();
@@ -1286,17 +1316,49 @@ impl FakeKubelets {
 
     /// Sends `n` predictions through every stand-in's monitor.
     async fn traffic(&self, n: usize) {
-        let ips: Vec<std::net::IpAddr> = self
-            .pods
-            .lock()
-            .map(|p| p.values().map(|s| s.ip).collect())
-            .unwrap_or_default();
-        for ip in ips {
-            for _ in 0..n {
-                let _ =
-                    http_post(SocketAddr::new(ip, 8000), "/predict", "{\"amount\": 12.5}").await;
+        send_predictions(&self.pods, n, "{\"amount\": 12.5}").await;
+    }
+
+    /// Keeps sending `n` predictions with `body` through every stand-in's monitor (those that
+    /// come later too) every `every`, until the returned guard is dropped: traffic that goes on
+    /// while the test waits for windows to close.
+    fn keep_sending(&self, body: &str, n: usize, every: Duration) -> Traffic {
+        let pods = self.pods.clone();
+        let body = body.to_string();
+        Traffic(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                send_predictions(&pods, n, &body).await;
             }
+        }))
+    }
+}
+
+/// Sends `n` predictions with `body` through the monitor of every stand-in in `pods`.
+async fn send_predictions(
+    pods: &std::sync::Mutex<BTreeMap<String, StandIn>>,
+    n: usize,
+    body: &str,
+) {
+    let ips: Vec<std::net::IpAddr> = pods
+        .lock()
+        .map(|p| p.values().map(|s| s.ip).collect())
+        .unwrap_or_default();
+    for ip in ips {
+        for _ in 0..n {
+            let _ = http_post(SocketAddr::new(ip, 8000), "/predict", body).await;
         }
+    }
+}
+
+/// Traffic sent in the background (see [`FakeKubelets::keep_sending`]); stops when dropped.
+struct Traffic(JoinHandle<()>);
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -1535,5 +1597,1058 @@ async fn a_failing_canary_is_rolled_back_across_an_operator_restart_and_a_good_o
         },
     )
     .await;
+    operator.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The steady-state watch and retraining (docs/retraining.md).
+// ---------------------------------------------------------------------------------------------
+
+type Event = k8s_openapi::api::events::v1::Event;
+
+/// The reference ConfigMap of the watch tests.
+const REFERENCE: &str = "fraud-reference";
+/// Its key.
+const PROFILE_KEY: &str = "profile.json";
+/// A request whose `amount` lies far above every bin of [`amount_profile`].
+const DRIFTED: &str = "{\"amount\": 5000}";
+/// The label the Job controller puts on every pod of a Job (Kubernetes 1.27+).
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// A node selector no node matches: pods pinned by it are never scheduled. The model's pods
+/// are served by stand-ins; a training pod stays Pending, so its Job stays active, until a
+/// test plays its kubelet ([`finish_training_pod`]).
+fn pinned() -> Value {
+    json!({"drover.dev/e2e": "stand-ins-serve-these-pods"})
+}
+
+/// A reference profile of model version 1.0.0 with one numeric feature, `amount`, mostly
+/// between 10 and 1000 (as `drover profile` writes one; checked here as the operator reads it).
+fn amount_profile() -> String {
+    let text = json!({
+        "version": 1,
+        "modelVersion": "1.0.0",
+        "features": [{
+            "name": "amount",
+            "kind": "numeric",
+            "edges": [10.0, 100.0, 1000.0],
+            "counts": [100, 400, 400, 100],
+            "count": 1000,
+            "mean": 300.0,
+            "std": 250.0,
+        }],
+    })
+    .to_string();
+    drover::profile::ReferenceProfile::from_json(text.as_bytes())
+        .expect("the test's profile is valid");
+    text
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn write(name: &str, contents: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("drover-e2e-{}-{name}", random_suffix()));
+        std::fs::write(&path, contents)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        Self { path }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Creates ConfigMap `name` holding `profile` under [`PROFILE_KEY`].
+async fn create_reference(client: &Client, namespace: &str, name: &str, profile: &str) {
+    let config_map: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "data": {PROFILE_KEY: profile},
+    }))
+    .expect("a valid ConfigMap");
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .create(&post_params(), &config_map)
+        .await
+        .unwrap_or_else(|e| panic!("ConfigMap {name} was refused: {e}"));
+}
+
+/// The spec of the retraining tests: one replica pinned to no node (a stand-in serves it),
+/// the reference profile in [`REFERENCE`], windows of 10s scraped every 5s, drift declared after
+/// two drifted windows of at least 20 requests, and on drift a retraining run from
+/// `retraining` with a pinned `pause` Job template added.
+fn watched_model(mut retraining: Value) -> Value {
+    retraining["jobTemplate"] = json!({"spec": {"template": {"spec": {
+        "nodeSelector": pinned(),
+        "containers": [{"name": "train", "image": IMAGE_1}],
+    }}}});
+    json!({
+        "model": {"version": "1.0.0", "image": IMAGE_1, "healthPath": "/", "port": 8080},
+        "replicas": 1,
+        "pod": {"nodeSelector": pinned()},
+        "rollout": {"strategy": "Immediate"},
+        "monitoring": {
+            "scrapeInterval": "5s",
+            "window": "10s",
+            "reference": {"configMapRef": {"name": REFERENCE, "key": PROFILE_KEY}},
+            "drift": {"method": "psi", "threshold": 0.2, "minSamples": 20, "consecutiveWindows": 2},
+        },
+        "remediation": {"onDrift": "Retrain", "retraining": retraining},
+    })
+}
+
+/// Condition `type_` of a ModelDeployment.
+fn condition<'a>(md: &'a ModelDeployment, type_: &str) -> Option<&'a drover::api::Condition> {
+    md.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Condition `type_` has `status` (and `reason`, when given).
+fn condition_is(
+    md: &ModelDeployment,
+    type_: &str,
+    status: ConditionStatus,
+    reason: Option<&str>,
+) -> bool {
+    condition(md, type_).is_some_and(|c| c.status == status && reason.is_none_or(|r| c.reason == r))
+}
+
+/// The Events with `reason` about ModelDeployment `name`.
+async fn events_about(events: &Api<Event>, name: &str, reason: &str) -> Option<Vec<Event>> {
+    let list = events.list(&ListParams::default()).await.ok()?;
+    Some(
+        list.items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref())
+                        == Some("ModelDeployment")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+            .collect(),
+    )
+}
+
+/// Waits (bounded) for an Event with `reason` about `name`; returns them all.
+async fn expect_event(events: &Api<Event>, name: &str, reason: &str) -> Vec<Event> {
+    eventually(
+        &format!("an Event {reason} about ModelDeployment {name}"),
+        Duration::from_secs(30),
+        || async move {
+            events_about(events, name, reason)
+                .await
+                .filter(|found| !found.is_empty())
+        },
+    )
+    .await
+}
+
+/// The Jobs labelled as retraining runs of model `name` (and not being deleted).
+async fn retraining_jobs(jobs: &Api<Job>, name: &str) -> Result<Vec<Job>, kube::Error> {
+    let selector = ListParams::default().labels(&format!(
+        "{LABEL_MODEL}={name},{}",
+        drover::naming::LABEL_RETRAINING
+    ));
+    Ok(jobs
+        .list(&selector)
+        .await?
+        .items
+        .into_iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// Whether a Job has condition `type_` True (`Complete`, `Failed`).
+fn job_condition(job: &Job, type_: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+/// Value of the sample of `name` whose labels include every one of `labels` (`key="value"`).
+fn labelled_metric(page: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    page.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.split_once("} ")?;
+        let pairs: Vec<&str> = set.split(',').collect();
+        labels
+            .iter()
+            .all(|l| pairs.contains(l))
+            .then(|| value.split_whitespace().next()?.parse().ok())?
+    })
+}
+
+/// Now, as Kubernetes writes times (RFC 3339, whole seconds, UTC).
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A Pod made from `job`'s pod template is admitted (server-side dry run) in `namespace`,
+/// which enforces Pod Security `restricted`: Drover's restricted defaults are enough.
+async fn assert_template_admitted(client: &Client, namespace: &str, job: &Job) {
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .expect("a Job has a pod template");
+    let pod = Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(format!("{}-admission", job.name_any())),
+            labels: template.metadata.and_then(|m| m.labels),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    };
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some(MANAGER.into()),
+    };
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&params, &pod)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "a Pod from the pod template of Job {} is refused in a namespace enforcing Pod Security restricted: {e}",
+                job.name_any()
+            )
+        });
+}
+
+/// Plays the kubelet for the pod of Job `job`: waits for the pod the Job controller made (it
+/// is pinned to no node, so it is never scheduled), then reports its first container exited 0
+/// leaving termination `message` (phase `Succeeded`), as the kubelet does after a run. The Job
+/// controller counts the pod and completes the Job itself. Returns the pod's name.
+async fn finish_training_pod(pods: &Api<Pod>, job: &str, message: &str) -> String {
+    let selector = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job}"));
+    let selector = &selector;
+    let pod = eventually(
+        &format!(
+            "the Job controller creates the pod of Job {job} (kube-controller-manager: is it running?)"
+        ),
+        Duration::from_secs(60),
+        || async move {
+            pods.list(selector)
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|p| p.metadata.deletion_timestamp.is_none())
+        },
+    )
+    .await;
+    let name = pod.name_any();
+    let (container, image) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+        .expect("the training pod has a container");
+    let finished = now_rfc3339();
+    let started = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| finished.clone());
+    let status = json!({"status": {
+        "phase": "Succeeded",
+        "containerStatuses": [{
+            "name": container,
+            "image": image,
+            "imageID": "",
+            "ready": false,
+            "started": false,
+            "restartCount": 0,
+            "state": {"terminated": {
+                "exitCode": 0,
+                "reason": "Completed",
+                "message": message,
+                "startedAt": started,
+                "finishedAt": finished,
+            }},
+        }],
+    }});
+    pods.patch_status(&name, &patch_params(), &Patch::Merge(status))
+        .await
+        .unwrap_or_else(|e| panic!("the status of training pod {name} was refused: {e}"));
+    name
+}
+
+/// Waits (bounded) until the Job controller marks Job `job` Complete.
+async fn expect_complete(jobs: &Api<Job>, job: &str) {
+    eventually(
+        &format!(
+            "the Job controller marks Job {job} Complete after its pod succeeded (kube-controller-manager: is it running?)"
+        ),
+        Duration::from_secs(90),
+        || async move {
+            let found = jobs.get_opt(job).await.ok()??;
+            job_condition(&found, "Complete").then_some(())
+        },
+    )
+    .await;
+}
+
+/// Drift held for minutes, over many windows and past the cooldown, starts exactly one Job: the
+/// run started on the declaration is still active (its pod is never scheduled), so no second one
+/// starts. The Job is Drover's: owned by the ModelDeployment, told why it runs, bounded by a
+/// deadline, and its pods pass Pod Security `restricted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_held_for_many_windows_starts_exactly_one_retraining_job() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "drift").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+    let profile_text = amount_profile();
+    let profile = TempFile::write("profile.json", &profile_text);
+    create_reference(&client, ns, REFERENCE, &profile_text).await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+    let name = "fraud";
+    let kubelets =
+        FakeKubelets::start_with_profile(&client, ns, name, Some(profile.path.clone())).await;
+    // About 10 requests a second, all far outside the profile: every 10s window drifts.
+    let _traffic = kubelets.keep_sending(DRIFTED, 10, Duration::from_secs(1));
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let (models, jobs, pods, events) = (&models, &jobs, &pods, &events);
+
+    let created = models
+        .create(
+            &post_params(),
+            &model_deployment(
+                name,
+                watched_model(json!({
+                    "cooldown": "1m",
+                    "maxRunsPerDay": 2,
+                    "historyLimit": 1,
+                    "timeout": "1h",
+                })),
+            ),
+        )
+        .await
+        .expect("the ModelDeployment is created");
+    let uid = created.uid().expect("a created object has a uid");
+    let rev = revision_of(&created.spec);
+    let r = rev.as_str();
+    eventually(
+        &format!(
+            "revision {r} serves (its pod made Ready by a stand-in; needs kube-controller-manager) \
+             and the steady-state watch reports condition DriftDetected"
+        ),
+        Duration::from_secs(120),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            let status = md.status.as_ref()?;
+            (status.stable.as_ref().is_some_and(|s| s.hash == r)
+                && status.phase == Some(Phase::Healthy)
+                && condition(&md, DRIFT_DETECTED).is_some())
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Two drifted windows of 10s declare drift, on `amount`.
+    let watch_started = Instant::now();
+    let md = eventually(
+        "condition DriftDetected=True (two drifted 10s windows of >= 20 requests)",
+        Duration::from_secs(180),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            condition_is(&md, DRIFT_DETECTED, ConditionStatus::True, None).then_some(md)
+        },
+    )
+    .await;
+    eprintln!(
+        "drifted traffic on a serving revision → DriftDetected: {:.1}s (windows of 10s)",
+        watch_started.elapsed().as_secs_f64()
+    );
+    let drift = condition(&md, DRIFT_DETECTED)
+        .expect("DriftDetected")
+        .clone();
+    assert_eq!(drift.reason, "DriftDetected", "{drift:?}");
+    assert!(drift.message.contains("amount"), "{}", drift.message);
+    let state = md
+        .status
+        .as_ref()
+        .and_then(|s| s.drift.clone())
+        .expect("status.drift");
+    assert!(state.detected, "{state:?}");
+    assert_eq!(state.revision, rev, "{state:?}");
+    assert!(
+        state
+            .features
+            .iter()
+            .any(|f| f.name == "amount" && f.drifted),
+        "{state:?}"
+    );
+
+    // One Job, Drover's, started on the declaration.
+    let drift_selector = ListParams::default().labels(&format!(
+        "{LABEL_MODEL}={name},{}=drift",
+        drover::naming::LABEL_RETRAINING
+    ));
+    let drift_selector = &drift_selector;
+    let job = eventually(
+        "a retraining Job labelled drover.dev/retraining=drift",
+        Duration::from_secs(60),
+        || async move {
+            jobs.list(drift_selector)
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .next()
+        },
+    )
+    .await;
+    let job_name = job.name_any();
+    let started = Instant::now();
+    assert!(
+        job_name.starts_with(&format!("{name}-retrain-")),
+        "Job name {job_name}: expected <model>-retrain-<minutes since the epoch>"
+    );
+    assert_controlled_by(&job, &format!("Job {job_name}"), &uid);
+    assert_eq!(
+        job.labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("drover"),
+        "{:?}",
+        job.labels()
+    );
+    let spec = job.spec.clone().expect("a Job has a spec");
+    assert_eq!(
+        spec.active_deadline_seconds,
+        Some(3600),
+        "retraining.timeout 1h becomes activeDeadlineSeconds"
+    );
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        pod_labels
+            .get(drover::naming::LABEL_RETRAINING_OF)
+            .map(String::as_str),
+        Some(name),
+        "{pod_labels:?}"
+    );
+    assert!(
+        !pod_labels.contains_key(LABEL_MODEL),
+        "a training pod must not carry {LABEL_MODEL} (the model's Service would select it): {pod_labels:?}"
+    );
+    let pod_spec = spec.template.spec.clone().expect("a pod template spec");
+    let train = pod_spec
+        .containers
+        .iter()
+        .find(|c| c.name == "train")
+        .expect("the template's container");
+    let env: BTreeMap<String, String> = train
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    assert_eq!(
+        env.get("DROVER_TRIGGER_REASON").map(String::as_str),
+        Some("Drift"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("DROVER_MODEL_VERSION").map(String::as_str),
+        Some("1.0.0")
+    );
+    assert_eq!(env.get("DROVER_JOB_NAME"), Some(&job_name));
+    let report: Value = serde_json::from_str(
+        env.get("DROVER_TRIGGER_REPORT")
+            .expect("DROVER_TRIGGER_REPORT is set"),
+    )
+    .expect("DROVER_TRIGGER_REPORT is JSON");
+    assert!(
+        report["features"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["name"] == "amount")),
+        "the trigger report names the drifted feature: {report}"
+    );
+    assert_eq!(pod_spec.restart_policy.as_deref(), Some("Never"));
+
+    // Its pods pass Pod Security restricted: a dry run of its template, and (with the Job
+    // controller) the pod itself exists. It is never scheduled, so the Job stays active.
+    assert_template_admitted(&client, ns, &job).await;
+    let pod_selector = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job_name}"));
+    let pod_selector = &pod_selector;
+    eventually(
+        &format!(
+            "the Job controller creates the pod of Job {job_name} in a namespace enforcing \
+             Pod Security restricted (kube-controller-manager: is it running?)"
+        ),
+        Duration::from_secs(60),
+        || async move {
+            let list = pods.list(pod_selector).await.ok()?;
+            (!list.items.is_empty()).then_some(())
+        },
+    )
+    .await;
+
+    let j = job_name.as_str();
+    let md = eventually(
+        &format!("status.retraining.active names Job {j} and condition Retraining=True"),
+        Duration::from_secs(30),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            let active = md.status.as_ref()?.retraining.as_ref()?.active.as_ref()?;
+            (active.job == j
+                && condition_is(
+                    &md,
+                    drover::conditions::RETRAINING,
+                    ConditionStatus::True,
+                    Some("RetrainingRunning"),
+                ))
+            .then_some(md)
+        },
+    )
+    .await;
+    let retraining = md
+        .status
+        .as_ref()
+        .and_then(|s| s.retraining.clone())
+        .expect("status.retraining");
+    let active = retraining.active.clone().expect("an active run");
+    assert_eq!(active.reason, "Drift", "{active:?}");
+    assert_eq!(active.result, "Running", "{active:?}");
+    assert_eq!(retraining.starts.len(), 1, "{retraining:?}");
+    expect_event(events, name, "DriftDetected").await;
+    expect_event(events, name, "RetrainingStarted").await;
+
+    // Drift stays declared for minutes — many windows, past the 1m cooldown — and the run is
+    // still going: never a second Job.
+    let checked = std::sync::atomic::AtomicUsize::new(0);
+    let checked = &checked;
+    let hold = Duration::from_secs(150);
+    holds(
+        &format!(
+            "exactly one retraining Job ({j}), still active, named by status.retraining.active"
+        ),
+        hold,
+        || async move {
+            let (found, md) = match (retraining_jobs(jobs, name).await, models.get(name).await) {
+                (Ok(found), Ok(md)) => (found, md),
+                (Err(e), _) | (_, Err(e)) => {
+                    // One failed request tells nothing either way.
+                    eprintln!("note: a check was skipped: {e}");
+                    return Ok(());
+                }
+            };
+            let names: Vec<String> = found.iter().map(|j| j.name_any()).collect();
+            if names != [j] {
+                return Err(format!("retraining Jobs {names:?}, expected only {j}"));
+            }
+            if found
+                .iter()
+                .any(|job| job_condition(job, "Complete") || job_condition(job, "Failed"))
+            {
+                return Err(format!("Job {j} finished: {:?}", found[0].status));
+            }
+            let retraining = md.status.as_ref().and_then(|s| s.retraining.as_ref());
+            let active = retraining
+                .and_then(|r| r.active.as_ref())
+                .map(|a| a.job.as_str());
+            if active != Some(j) {
+                return Err(format!("status.retraining.active is {active:?}"));
+            }
+            let starts = retraining.map(|r| r.starts.len()).unwrap_or(0);
+            if starts != 1 {
+                return Err(format!(
+                    "{starts} starts recorded in status.retraining.starts"
+                ));
+            }
+            checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        },
+    )
+    .await;
+    let checks = checked.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        checks >= 30,
+        "only {checks} checks got answers from the API server while drift was held"
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(60),
+        "the hold must outlast the cooldown"
+    );
+
+    // Still drifted, still running, and the operator's metrics agree.
+    let md = models.get(name).await.expect("the ModelDeployment");
+    assert!(
+        condition_is(
+            &md,
+            DRIFT_DETECTED,
+            ConditionStatus::True,
+            Some("DriftDetected")
+        ),
+        "{:?}",
+        md.status
+    );
+    assert!(
+        condition_is(
+            &md,
+            drover::conditions::RETRAINING,
+            ConditionStatus::True,
+            Some("RetrainingRunning")
+        ),
+        "{:?}",
+        md.status
+    );
+    let page = http_get(operator.admin, "/metrics")
+        .await
+        .expect("the operator's /metrics answers");
+    let ns_label = format!("namespace=\"{ns}\"");
+    let model_label = format!("name=\"{name}\"");
+    assert_eq!(
+        labelled_metric(&page, "drover_drift_detected", &[&ns_label, &model_label]),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        labelled_metric(
+            &page,
+            "drover_retraining_runs_total",
+            &[&ns_label, &model_label, "reason=\"drift\""]
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    operator.stop().await;
+}
+
+/// A retraining run that reports a model below the acceptance gate: the candidate is recorded
+/// as rejected (with the failing rule), announced, and — although `autoDeploy` is on — never
+/// deployed. The Job is Drover's own, started on drift; the test plays the kubelet of its pod
+/// (phase Succeeded, the report as termination message) and kube-controller-manager's Job
+/// controller completes it. The next run (after the cooldown) leaves a message that is not
+/// JSON: no candidate, a `RetrainingReportInvalid` Event, and the older finished Job goes
+/// (`historyLimit: 1`) while the newer one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_below_the_acceptance_gate_is_never_deployed() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "gate").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+    let profile_text = amount_profile();
+    let profile = TempFile::write("profile.json", &profile_text);
+    create_reference(&client, ns, REFERENCE, &profile_text).await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+    let name = "fraud";
+    let kubelets =
+        FakeKubelets::start_with_profile(&client, ns, name, Some(profile.path.clone())).await;
+    let _traffic = kubelets.keep_sending(DRIFTED, 10, Duration::from_secs(1));
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let (models, jobs, pods, events) = (&models, &jobs, &pods, &events);
+
+    let created = models
+        .create(
+            &post_params(),
+            &model_deployment(
+                name,
+                watched_model(json!({
+                    "cooldown": "1m",
+                    "maxRunsPerDay": 2,
+                    "historyLimit": 1,
+                    "timeout": "1h",
+                    "acceptance": {"metrics": [{"name": "accuracy", "min": 0.9}]},
+                    "autoDeploy": true,
+                })),
+            ),
+        )
+        .await
+        .expect("the ModelDeployment is created");
+    let generation = created.metadata.generation;
+
+    // Drift declared; the first run starts.
+    let first = eventually(
+        "the serving revision drifts and a retraining Job starts (stand-ins serve the model; \
+         needs kube-controller-manager)",
+        Duration::from_secs(300),
+        || async move { retraining_jobs(jobs, name).await.ok()?.into_iter().next() },
+    )
+    .await;
+    let first = first.name_any();
+    let j1 = first.as_str();
+
+    // The run reports a model below the gate (accuracy 0.5 < 0.9).
+    let report = json!({
+        "model": {"version": "1.1.0", "image": "registry.example.com/fraud:1.1.0"},
+        "metrics": {"accuracy": 0.5},
+    })
+    .to_string();
+    finish_training_pod(pods, j1, &report).await;
+    expect_complete(jobs, j1).await;
+    let md = eventually(
+        &format!("the run of Job {j1} is recorded with its candidate"),
+        Duration::from_secs(60),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            let retraining = md.status.as_ref()?.retraining.as_ref()?;
+            (retraining.last.as_ref()?.job == j1
+                && retraining.candidates.first().is_some_and(|c| c.job == j1))
+            .then_some(md)
+        },
+    )
+    .await;
+    let retraining = md
+        .status
+        .as_ref()
+        .and_then(|s| s.retraining.clone())
+        .expect("status.retraining");
+    let candidate = retraining.candidates.first().expect("a candidate");
+    assert_eq!(candidate.verdict, "Rejected", "{candidate:?}");
+    assert!(candidate.reason.contains("accuracy"), "{candidate:?}");
+    assert_eq!(candidate.version, "1.1.0", "{candidate:?}");
+    assert_eq!(
+        candidate.image.as_deref(),
+        Some("registry.example.com/fraud:1.1.0"),
+        "{candidate:?}"
+    );
+    assert_eq!(
+        candidate.metrics.get("accuracy"),
+        Some(&0.5),
+        "{candidate:?}"
+    );
+    assert!(!candidate.deployed, "{candidate:?}");
+    assert_eq!(retraining.candidates.len(), 1, "{retraining:?}");
+    let last = retraining.last.clone().expect("status.retraining.last");
+    assert_eq!(last.result, "Succeeded", "{last:?}");
+    assert!(last.message.contains("1.1.0"), "{last:?}");
+    if retraining.active.is_none() {
+        // Drift is still declared: the next run waits for the cooldown.
+        let held = retraining.held.clone().unwrap_or_default();
+        assert!(held.contains("cooldown"), "{retraining:?}");
+        assert!(
+            condition_is(
+                &md,
+                drover::conditions::RETRAINING,
+                ConditionStatus::False,
+                Some("RetrainingHeld")
+            ),
+            "{:?}",
+            md.status
+        );
+    }
+    let rejected = expect_event(events, name, "CandidateRejected").await;
+    assert!(
+        rejected
+            .iter()
+            .any(|e| e.note.as_deref().is_some_and(|n| n.contains("accuracy"))),
+        "{rejected:?}"
+    );
+    expect_event(events, name, "RetrainingSucceeded").await;
+
+    // Never deployed, and the finished Job is kept (historyLimit 1).
+    holds(
+        &format!("spec.model stays at version 1.0.0 and Job {j1} is kept"),
+        Duration::from_secs(15),
+        || async move {
+            let Ok(md) = models.get(name).await else {
+                return Ok(());
+            };
+            if md.spec.model.version != "1.0.0" || md.spec.model.image != IMAGE_1 {
+                return Err(format!("spec.model is now {:?}", md.spec.model));
+            }
+            if md.metadata.generation != generation {
+                return Err(format!(
+                    "the spec changed: generation {:?}, was {generation:?}",
+                    md.metadata.generation
+                ));
+            }
+            match jobs.get_opt(j1).await {
+                Ok(None) => Err(format!("Job {j1} was deleted")),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    for reason in ["CandidateAccepted", "CandidateDeployed"] {
+        let found = events_about(events, name, reason).await.unwrap_or_default();
+        assert!(found.is_empty(), "unexpected Events {reason}: {found:?}");
+    }
+    let page = http_get(operator.admin, "/metrics")
+        .await
+        .expect("the operator's /metrics answers");
+    let ns_label = format!("namespace=\"{ns}\"");
+    let model_label = format!("name=\"{name}\"");
+    // docs/retraining.md documents reason="rejected"; compared without case.
+    let rejected_count = page.lines().find_map(|line| {
+        let lower = line.to_ascii_lowercase();
+        (lower.starts_with("drover_retraining_candidates_total{")
+            && lower.contains("reason=\"rejected\"")
+            && line.contains(&ns_label)
+            && line.contains(&model_label))
+        .then(|| line.rsplit(' ').next()?.parse::<f64>().ok())?
+    });
+    assert_eq!(rejected_count, Some(1.0), "{page}");
+
+    // The next run, after the 1m cooldown (drift is still declared), writes no report.
+    let second = eventually(
+        "a second retraining Job once the cooldown since the first is over",
+        Duration::from_secs(150),
+        || async move {
+            retraining_jobs(jobs, name)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|j| j.name_any() != j1)
+        },
+    )
+    .await;
+    let second = second.name_any();
+    let j2 = second.as_str();
+    finish_training_pod(pods, j2, "epoch 12 done, accuracy 0.50 (forgot the report)").await;
+    expect_complete(jobs, j2).await;
+    let md = eventually(
+        &format!("the run of Job {j2} is recorded"),
+        Duration::from_secs(60),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            let last = md.status.as_ref()?.retraining.as_ref()?.last.as_ref()?;
+            (last.job == j2).then_some(md)
+        },
+    )
+    .await;
+    let retraining = md
+        .status
+        .as_ref()
+        .and_then(|s| s.retraining.clone())
+        .expect("status.retraining");
+    let last = retraining.last.clone().expect("status.retraining.last");
+    assert_eq!(last.result, "Succeeded", "{last:?}");
+    assert!(
+        last.message.contains("not JSON"),
+        "the run's message says why there is no candidate: {last:?}"
+    );
+    assert_eq!(
+        retraining
+            .candidates
+            .iter()
+            .map(|c| c.job.as_str())
+            .collect::<Vec<_>>(),
+        [j1],
+        "no candidate from a report that is not JSON: {retraining:?}"
+    );
+    assert_eq!(retraining.starts.len(), 2, "{retraining:?}");
+    let invalid = expect_event(events, name, "RetrainingReportInvalid").await;
+    assert!(
+        invalid
+            .iter()
+            .any(|e| e.note.as_deref().is_some_and(|n| n.contains(j2))),
+        "{invalid:?}"
+    );
+
+    // History: two finished runs, historyLimit 1 — the older goes, the newer stays.
+    eventually(
+        &format!("Job {j1} (the older finished run) is deleted: historyLimit 1"),
+        Duration::from_secs(60),
+        || async move { jobs.get_opt(j1).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    holds(
+        &format!("Job {j2} is kept and spec.model stays at 1.0.0"),
+        Duration::from_secs(5),
+        || async move {
+            if let Ok(None) = jobs.get_opt(j2).await {
+                return Err(format!("Job {j2} was deleted"));
+            }
+            match models.get(name).await {
+                Ok(md) if md.spec.model.version != "1.0.0" => {
+                    Err(format!("spec.model is now {:?}", md.spec.model))
+                }
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    operator.stop().await;
+}
+
+/// `drover profile` turns a held-out CSV into a ConfigMap the API server accepts (strict field
+/// validation), and the operator reads the profile in it: a ModelDeployment of the profiled
+/// version is watched (`DriftDetected=False`, `NoDrift`), one of another version is not
+/// (`Unknown`, `ProfileVersionMismatch`: the version came out of the ConfigMap). No pod needed
+/// (`replicas: 0`), but kube-controller-manager must report the Deployments complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_out_csv_profiles_correctly() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "profile").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+
+    // Held-out data: a numeric feature, a categorical one, and the label (left out).
+    let rows = 300;
+    let mut csv = String::from("amount,channel,label\n");
+    for i in 0..rows {
+        let amount = f64::from((i * 37) % 1000) + 0.25;
+        let channel = ["online", "pos", "atm"][(i % 3) as usize];
+        csv.push_str(&format!("{amount},{channel},{}\n", i % 2));
+    }
+    let input = TempFile::write("held-out.csv", &csv);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["profile", "--input"])
+        .arg(&input.path)
+        .args([
+            "--target",
+            "label",
+            "--model-version",
+            "1.0.0",
+            "--configmap",
+            REFERENCE,
+        ])
+        .output()
+        .expect("drover profile runs");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "drover profile failed: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config_map: Value = serde_saphyr::from_str(&printed)
+        .unwrap_or_else(|e| panic!("drover profile printed no YAML ({e}):\n{printed}"));
+    assert_eq!(config_map["apiVersion"], "v1", "{printed}");
+    assert_eq!(config_map["kind"], "ConfigMap", "{printed}");
+    assert_eq!(config_map["metadata"]["name"], REFERENCE, "{printed}");
+
+    // The API server takes it as printed (server-side apply, unknown fields refused).
+    let applied = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch(
+            REFERENCE,
+            &PatchParams::apply(MANAGER).validation_strict(),
+            &Patch::Apply(&config_map),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the printed ConfigMap was refused: {e}\n{printed}"));
+    let text = applied
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PROFILE_KEY))
+        .unwrap_or_else(|| panic!("the ConfigMap has no key {PROFILE_KEY}: {printed}"));
+    let profile = drover::profile::ReferenceProfile::from_json(text.as_bytes())
+        .unwrap_or_else(|e| panic!("the stored profile does not read back: {e}\n{text}"));
+    assert_eq!(profile.model_version.as_deref(), Some("1.0.0"));
+    let names: Vec<&str> = profile.features.iter().map(|f| f.name.as_str()).collect();
+    assert!(
+        names.contains(&"amount") && names.contains(&"channel") && !names.contains(&"label"),
+        "profiled features {names:?}: the target is left out"
+    );
+    for feature in &profile.features {
+        assert_eq!(feature.count, rows as u64, "{feature:?}");
+    }
+    let amount = profile.feature("amount").expect("amount");
+    assert!(
+        matches!(&amount.layout, drover::stats::BinLayout::Numeric { edges } if !edges.is_empty()),
+        "{amount:?}"
+    );
+    assert!(amount.mean.is_some() && amount.std.is_some(), "{amount:?}");
+    let channel = profile.feature("channel").expect("channel");
+    assert!(
+        matches!(&channel.layout, drover::stats::BinLayout::Categorical { categories }
+            if ["online", "pos", "atm"].iter().all(|c| categories.iter().any(|k| k == c))),
+        "{channel:?}"
+    );
+
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let models = &models;
+    let referencing = |version: &str| {
+        let mut spec = pause_model(0);
+        spec["model"]["version"] = json!(version);
+        spec["monitoring"] =
+            json!({"reference": {"configMapRef": {"name": REFERENCE, "key": PROFILE_KEY}}});
+        spec
+    };
+    for (name, version) in [("fraud", "1.0.0"), ("fraud-next", "2.0.0")] {
+        models
+            .create(
+                &post_params(),
+                &model_deployment(name, referencing(version)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("ModelDeployment {name} was refused: {e}"));
+    }
+
+    // The profiled version is watched against it.
+    let md = eventually(
+        "fraud (version 1.0.0) serves (its Deployment of 0 replicas is complete once \
+         kube-controller-manager has seen it) and has DriftDetected=False with reason NoDrift: \
+         its profile is found and valid",
+        Duration::from_secs(60),
+        || async move {
+            let md = models.get("fraud").await.ok()?;
+            condition_is(&md, DRIFT_DETECTED, ConditionStatus::False, Some("NoDrift")).then_some(md)
+        },
+    )
+    .await;
+    assert!(
+        !condition_is(&md, "Stalled", ConditionStatus::True, None),
+        "the reference is found and valid: {:?}",
+        md.status
+    );
+    // Another version is not compared against it.
+    let md = eventually(
+        "fraud-next (version 2.0.0) has DriftDetected=Unknown with reason ProfileVersionMismatch",
+        Duration::from_secs(60),
+        || async move {
+            let md = models.get("fraud-next").await.ok()?;
+            condition_is(
+                &md,
+                DRIFT_DETECTED,
+                ConditionStatus::Unknown,
+                Some("ProfileVersionMismatch"),
+            )
+            .then_some(md)
+        },
+    )
+    .await;
+    let mismatch = condition(&md, DRIFT_DETECTED).expect("DriftDetected");
+    assert!(
+        mismatch.message.contains("1.0.0") && mismatch.message.contains("2.0.0"),
+        "{}",
+        mismatch.message
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    expect_event(&events, "fraud-next", "ProfileVersionMismatch").await;
     operator.stop().await;
 }
