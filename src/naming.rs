@@ -98,6 +98,18 @@ pub fn retrain_cron(model: &str) -> String {
     format!("{model}-cron")
 }
 
+/// CronJob `<model>-batch` of scheduled batch scoring (at most 52 characters, as CronJob names
+/// must be).
+pub fn batch_cron(model: &str) -> String {
+    format!("{model}-batch")
+}
+
+/// Label on batch scoring Jobs (`"true"`) and their pods.
+pub const LABEL_BATCH: &str = "drover.dev/batch";
+/// Label on batch scoring pods naming their ModelDeployment (not `drover.dev/model`: the
+/// model's Service and NetworkPolicy must never select a batch pod).
+pub const LABEL_BATCH_OF: &str = "drover.dev/batch-of";
+
 /// A start in the year 3776: nine digits of minutes, the longest a Job name gets for centuries.
 const FAR_START: Timestamp = Timestamp::constant(57_000_000_000, 0);
 
@@ -112,7 +124,9 @@ pub fn derived_names(model: &str) -> Vec<String> {
         revision_deployment(model, "0123456789"),
         stable_service(model),
         canary_service(model),
+        format!("{}-{}", batch_cron(model), FAR_START.as_second() / 60),
         retrain_cron(model),
+        batch_cron(model),
         service(model),
         autoscaler(model),
     ]
@@ -156,6 +170,8 @@ mod tests {
         let cron = retrain_cron(&longest);
         assert!(cron.len() <= MAX_CRON_JOB_NAME_LENGTH, "{cron}");
         assert!(derived_names(&longest).contains(&cron));
+        let batch = batch_cron(&longest);
+        assert!(batch.len() <= MAX_CRON_JOB_NAME_LENGTH, "{batch}");
         let job = retrain_job(&longest, FAR_START);
         assert_eq!(job.len(), 63, "{job}");
     }

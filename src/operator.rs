@@ -324,16 +324,14 @@ fn scope_controller(
         .reflect(hpa_writer)
         .touched_objects();
 
-    // Retraining Jobs (Drover's and its CronJobs'), slimmed to identity and outcome. A Job a
-    // CronJob started is owned by the CronJob, so Jobs map to their ModelDeployment by label.
+    // Retraining and batch Jobs (Drover's and its CronJobs'), slimmed to identity and outcome.
+    // A Job a CronJob started is owned by the CronJob, so Jobs map to their ModelDeployment by
+    // label.
     let (job_reader, job_writer) = reflector::store::<CachedJob>();
     let jobs = watcher(
         api::<CachedJob>(&client, &scope),
         watcher::Config::default()
-            .labels(&format!(
-                "{MANAGED_SELECTOR},{}",
-                crate::naming::LABEL_RETRAINING
-            ))
+            .labels(MANAGED_SELECTOR)
             .any_semantic()
             .page_size(LIST_PAGE),
     )

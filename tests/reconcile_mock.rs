@@ -1448,3 +1448,59 @@ async fn notices_go_to_the_webhook_named_in_a_secret_and_a_missing_secret_is_a_c
 fn base64(text: &str) -> Value {
     serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec())).unwrap()
 }
+
+#[tokio::test]
+async fn batch_scoring_applies_its_cron_job_records_runs_and_goes_with_the_spec() {
+    let batch = "  batch: {schedule: '0 2 * * *', input: 's3://in/', output: 's3://out/'}\n";
+    let md = model(batch);
+    let (client, log) = mock_client(&md, Script::default());
+    let mut h = harness(client, WriteGate::always_open());
+    let mut md = md;
+    settle(&mut h, &mut md, 2);
+    log.lock().unwrap().clear();
+    reconcile(&h, &md).await.unwrap();
+    let w = writes(&log);
+    let cron = w
+        .iter()
+        .find(|s| s.path == "/apis/batch/v1/namespaces/ml/cronjobs/fraud-batch")
+        .unwrap_or_else(|| panic!("{:#?}", summary(&w)));
+    assert_eq!(cron.method, "PATCH");
+    assert_eq!(cron.field_manager().as_deref(), Some("drover"));
+    assert_eq!(cron.body["spec"]["schedule"], "0 2 * * *");
+    let container = &cron.body["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example.com/fraud:1.0.0");
+    take_writes(&log, &mut md);
+
+    // A run the CronJob started finishes.
+    let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "fraud-batch-29000000", "namespace": "ml",
+                     "creationTimestamp": "2023-11-14T22:13:20Z",
+                     "labels": {"drover.dev/model": "fraud", "drover.dev/batch": "true", "app.kubernetes.io/managed-by": "drover"},
+                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "fraud-batch", "uid": "c1", "controller": true}]},
+        "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline", "lastTransitionTime": "2023-11-14T23:13:20Z"}]}
+    }))
+    .unwrap();
+    h.jobs
+        .apply_watcher_event(&watcher::Event::Apply((&job).into()));
+    set_clock(&h, 60);
+    reconcile(&h, &md).await.unwrap();
+    assert!(event_reasons(&log).contains(&"BatchRunFailed".to_string()));
+    take_writes(&log, &mut md);
+    let last = md.status.clone().unwrap().batch.unwrap().last.unwrap();
+    assert_eq!(last.job, "fraud-batch-29000000");
+    assert_eq!(last.result, "Failed");
+    assert!(last.message.contains("DeadlineExceeded"));
+    // Seen once: no second Event.
+    reconcile(&h, &md).await.unwrap();
+    assert!(!event_reasons(&log).contains(&"BatchRunFailed".to_string()));
+
+    // spec.batch removed: the CronJob goes.
+    md.spec.batch = None;
+    reconcile(&h, &md).await.unwrap();
+    assert!(
+        summary(&writes(&log)).contains(&"DELETE cronjobs/fraud-batch ".to_string()),
+        "{:#?}",
+        summary(&writes(&log))
+    );
+}

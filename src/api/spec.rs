@@ -88,6 +88,76 @@ pub struct ModelDeploymentSpec {
     /// Where Drover posts what happens to this model (rollouts, drift, retraining).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<NotificationsSpec>,
+    /// Scheduled batch scoring with the serving model's image (a CronJob).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSpec>,
+}
+
+/// Batch scoring: the model image runs on a schedule over an input location and writes to an
+/// output location. The image decides what to do with them; Drover gives them as
+/// `DROVER_BATCH_INPUT` and `DROVER_BATCH_OUTPUT` (with `MODEL_NAME`, `MODEL_VERSION` and
+/// `MODEL_URI` as the serving container gets them).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("duration(self.deadline) >= duration('1m')").message("spec.batch.deadline must be at least 1m").field_path(".deadline"),
+)]
+pub struct BatchSpec {
+    /// When to run (cron syntax or a macro such as `@daily`).
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^ ]+( +[^ ]+){4})$')").message("spec.batch.schedule must be a cron schedule of five fields or a macro such as @daily"))]
+    pub schedule: String,
+    /// Time zone of `schedule` (an IANA name; default the kube-controller-manager's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub time_zone: Option<String>,
+    /// Where to read the data to score (e.g. `s3://bucket/transactions/`).
+    #[schemars(length(min = 1, max = 2048))]
+    pub input: String,
+    /// Where to write the predictions.
+    #[schemars(length(min = 1, max = 2048))]
+    pub output: String,
+    /// Command of the scoring container (default: the image's entrypoint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments of the scoring container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// What happens when a run is due while the last one still runs.
+    #[serde(default)]
+    pub concurrency_policy: BatchConcurrency,
+    /// Longest a run may take (`activeDeadlineSeconds`).
+    #[serde(default = "default_batch_deadline")]
+    pub deadline: GoDuration,
+    /// Retries of a failed run's pod.
+    #[serde(default = "default_batch_backoff")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: i32,
+    /// Resources of the scoring container (default: the model container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Stop scheduling runs (a running one finishes).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_batch_deadline() -> GoDuration {
+    GoDuration::new("2h")
+}
+fn default_batch_backoff() -> i32 {
+    1
+}
+
+/// A CronJob's `concurrencyPolicy`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BatchConcurrency {
+    /// Skip a run while the last one runs.
+    #[default]
+    Forbid,
+    /// Stop the running one and start the new one.
+    Replace,
+    /// Run both.
+    Allow,
 }
 
 /// Notifications: a webhook receives a JSON document for each event asked for.

@@ -43,6 +43,24 @@ pub struct ModelDeploymentStatus {
     /// Retraining runs and the candidates they reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retraining: Option<RetrainingStatus>,
+    /// Scheduled batch scoring: the last run that finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchStatus>,
+}
+
+/// Batch scoring runs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchStatus {
+    /// The run in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<String>,
+    /// The last run that finished (`reason` is `Scheduled`; `result` `Succeeded` or `Failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<RetrainingRun>,
+    /// When a run last succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Time>,
 }
 
 /// The steady-state watch. Written when a counter or the verdict changes, not every window:

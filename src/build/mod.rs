@@ -2,6 +2,7 @@
 //! planner decided) and returns the full object Drover applies. No I/O, no clock.
 
 pub mod autoscaler;
+pub mod batch;
 pub mod deployment;
 pub mod network_policy;
 pub mod retrain;

@@ -293,7 +293,7 @@ fn runtime_default() -> SeccompProfile {
 }
 
 /// `runAsNonRoot` and the `RuntimeDefault` seccomp profile, where the template is silent.
-fn fill_pod_security(pod: &mut PodSpec) {
+pub(crate) fn fill_pod_security(pod: &mut PodSpec) {
     // A template that asks for uid 0 anywhere would be refused by the kubelet under
     // runAsNonRoot: its request stands.
     let root = |sc: Option<&SecurityContext>| sc.and_then(|s| s.run_as_user) == Some(0);
@@ -314,7 +314,7 @@ fn fill_pod_security(pod: &mut PodSpec) {
 
 /// `allowPrivilegeEscalation: false` and `capabilities.drop: [ALL]`, where the template is
 /// silent.
-fn fill_container_security(container: &mut Container) {
+pub(crate) fn fill_container_security(container: &mut Container) {
     let sc = container
         .security_context
         .get_or_insert_with(SecurityContext::default);

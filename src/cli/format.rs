@@ -349,6 +349,7 @@ mod tests {
             history: vec![],
             drift: None,
             retraining: None,
+            batch: None,
         }
     }
 

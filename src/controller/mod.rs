@@ -75,6 +75,9 @@ pub struct Stores {
     pub jobs: Store<CachedJob>,
 }
 
+/// A child's spec hash as last applied or read back (`None`: absent), and when.
+type ReadBack = (Option<String>, std::time::Instant);
+
 /// A webhook URL read from its Secret (or why it could not be), and when.
 type CachedUrl = (Result<String, String>, std::time::Instant);
 
@@ -111,8 +114,8 @@ pub struct Context {
     /// The NetworkPolicy spec hash last seen or applied, by ModelDeployment uid, and when: read
     /// back from the API at most once per resync instead of watched.
     policies: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
-    /// The same for the retraining CronJob.
-    cron_jobs: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
+    /// The same for the CronJobs (retraining, batch), by (uid, name).
+    cron_jobs: Mutex<HashMap<(String, String), ReadBack>>,
     /// Webhook deliveries (none: notifications are not sent).
     pub notifier: Option<crate::notify::Notifier>,
     /// Webhook URLs read from Secrets, by (namespace, secret, key), and when.
@@ -166,7 +169,7 @@ impl Context {
             p.remove(uid);
         }
         if let Ok(mut c) = self.cron_jobs.lock() {
-            c.remove(uid);
+            c.retain(|(u, _), _| u != uid);
         }
     }
 
@@ -376,7 +379,7 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
                     remember_policy(ctx, &uid, child.spec_hash().map(str::to_string));
                 }
                 if r.kind == ChildKind::CronJob {
-                    remember_cron_job(ctx, &uid, child.spec_hash().map(str::to_string));
+                    remember_cron_job(ctx, &uid, &r.name, child.spec_hash().map(str::to_string));
                 }
                 let existed = exists(&observed, &r);
                 let reason = if existed { "Updated" } else { "Created" };
@@ -423,7 +426,7 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
                     remember_policy(ctx, &uid, None);
                 }
                 if r.kind == ChildKind::CronJob {
-                    remember_cron_job(ctx, &uid, None);
+                    remember_cron_job(ctx, &uid, &r.name, None);
                 }
                 info!(model = %md.name_any(), kind = r.kind.as_str(), name = %r.name, "deleted child");
                 let _ = writer
@@ -759,7 +762,10 @@ fn exists(observed: &Observed, r: &ChildRef) -> bool {
         ChildKind::NetworkPolicy => observed.network_policy.is_some(),
         ChildKind::Route => matches!(observed.route, plan::RouteState::Owned { .. }),
         ChildKind::Job => observed.retraining.jobs.iter().any(|j| j.name == r.name),
-        ChildKind::CronJob => observed.retraining.cron_job.is_some(),
+        ChildKind::CronJob => [&observed.retraining.cron_job, &observed.batch.cron_job]
+            .into_iter()
+            .flatten()
+            .any(|c| c.name == r.name),
     }
 }
 
@@ -902,7 +908,41 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         network_policy: observe_network_policy(md, ctx).await?,
         route: observe_route(md, ctx, had_side_services).await?,
         retraining: observe_retraining(md, ctx).await?,
+        batch: observe_batch(md, ctx).await?,
     })
+}
+
+/// A batch scoring Job of `md`: labelled for it and as a batch run, started by its CronJob.
+pub fn is_batch_job(md: &ModelDeployment, job: &CachedJob) -> bool {
+    let cron = crate::naming::batch_cron(&md.name_any());
+    job.meta().namespace == md.meta().namespace
+        && job.labels().get(LABEL_MODEL).map(String::as_str) == md.meta().name.as_deref()
+        && job.labels().contains_key(crate::naming::LABEL_BATCH)
+        && job
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.kind == "CronJob" && o.name == cron)
+}
+
+/// The batch CronJob (read back like the retraining one) and the Jobs it started.
+async fn observe_batch(md: &ModelDeployment, ctx: &Context) -> Result<plan::ObservedBatch, Error> {
+    let jobs: Vec<crate::retrain::ObservedJob> = ctx
+        .stores
+        .jobs
+        .state()
+        .iter()
+        .filter(|j| is_batch_job(md, j))
+        .map(|j| observed_job(j))
+        .collect();
+    let ever = md.status.as_ref().is_some_and(|s| s.batch.is_some());
+    let cron_job = observe_cron_job(
+        md,
+        ctx,
+        &crate::naming::batch_cron(&md.name_any()),
+        md.spec.batch.is_some() || ever || !jobs.is_empty(),
+    )
+    .await?;
+    Ok(plan::ObservedBatch { cron_job, jobs })
 }
 
 /// A retraining Job of `md`: in its namespace, labelled for it and as a retraining run, and
@@ -994,7 +1034,14 @@ async fn observe_retraining(
         .retraining
         .as_ref()
         .is_some_and(|r| r.schedule.is_some());
-    let cron_job = observe_cron_job(md, ctx, schedule).await?;
+    let ever = md.status.as_ref().is_some_and(|s| s.retraining.is_some());
+    let cron_job = observe_cron_job(
+        md,
+        ctx,
+        &crate::naming::retrain_cron(&md.name_any()),
+        schedule || ever,
+    )
+    .await?;
     let mut reports = std::collections::BTreeMap::new();
     let status = md.status.as_ref().and_then(|s| s.retraining.as_ref());
     for job in plan::unrecorded(&jobs, status) {
@@ -1059,38 +1106,37 @@ async fn termination_message(
     )))
 }
 
-/// CronJob `<name>-cron`, read back like the NetworkPolicy; not looked up at all while the spec
-/// has no schedule and none is known to exist.
+/// CronJob `name`, read back like the NetworkPolicy (at most once per resync); not looked up
+/// at all unless `wanted` (the spec asks for it, or one may be left to delete).
 async fn observe_cron_job(
     md: &ModelDeployment,
     ctx: &Context,
-    scheduled: bool,
+    name: &str,
+    wanted: bool,
 ) -> Result<Option<plan::ObservedChild>, Error> {
     use k8s_openapi::api::batch::v1::CronJob;
     let uid = md.uid().unwrap_or_default();
-    let name = crate::naming::retrain_cron(&md.name_any());
     let cached = ctx
         .cron_jobs
         .lock()
         .ok()
-        .and_then(|c| c.get(&uid).cloned())
+        .and_then(|c| c.get(&(uid.clone(), name.to_string())).cloned())
         .filter(|(_, at)| at.elapsed() < RESYNC);
     if let Some((hash, _)) = cached {
         return Ok(hash.map(|spec_hash| plan::ObservedChild {
-            name,
+            name: name.to_string(),
             spec_hash: Some(spec_hash),
             foreign: false,
         }));
     }
-    let ever = md.status.as_ref().is_some_and(|s| s.retraining.is_some());
-    if !scheduled && !ever {
+    if !wanted {
         return Ok(None);
     }
     let api: Api<CronJob> =
         Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
-    let found = api.get_opt(&name).await?;
+    let found = api.get_opt(name).await?;
     let observed = found.map(|c| plan::ObservedChild {
-        name: name.clone(),
+        name: name.to_string(),
         spec_hash: spec_hash(&c),
         foreign: !is_child(md, &c),
     });
@@ -1098,15 +1144,19 @@ async fn observe_cron_job(
         remember_cron_job(
             ctx,
             &uid,
+            name,
             observed.as_ref().and_then(|c| c.spec_hash.clone()),
         );
     }
     Ok(observed)
 }
 
-fn remember_cron_job(ctx: &Context, uid: &str, spec_hash: Option<String>) {
+fn remember_cron_job(ctx: &Context, uid: &str, name: &str, spec_hash: Option<String>) {
     if let Ok(mut c) = ctx.cron_jobs.lock() {
-        c.insert(uid.to_string(), (spec_hash, std::time::Instant::now()));
+        c.insert(
+            (uid.to_string(), name.to_string()),
+            (spec_hash, std::time::Instant::now()),
+        );
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Observed {
     pub route: RouteState,
     /// Retraining Jobs, the CronJob, and what finished runs reported.
     pub retraining: ObservedRetraining,
+    /// Batch scoring: its CronJob and the Jobs it started.
+    pub batch: ObservedBatch,
 }
 
 /// A child known by name and `drover.dev/spec-hash`.
@@ -351,6 +353,7 @@ pub fn plan(
             history: old.history.clone(),
             drift: old.drift.clone(),
             retraining: old.retraining.clone(),
+            batch: old.batch.clone(),
             ..ModelDeploymentStatus::default()
         },
         actions: Vec::new(),
@@ -368,6 +371,7 @@ pub fn plan(
             planner.foreign_children();
             planner.steady_state(&old, &valid);
             planner.retraining(&old);
+            planner.batch(&old);
         }
         Err(problems) => planner.refuse(&old, &problems.join("; ")),
     }
@@ -902,6 +906,12 @@ impl Planner<'_> {
                 RouteState::Owned { spec_hash, .. } => spec_hash.clone(),
                 _ => None,
             },
+            ChildKind::CronJob if reference.name == naming::batch_cron(&self.md.name_any()) => self
+                .observed
+                .batch
+                .cron_job
+                .as_ref()
+                .and_then(|c| c.spec_hash.clone()),
             ChildKind::CronJob => self
                 .observed
                 .retraining
@@ -1050,10 +1060,12 @@ fn humanize(d: Duration) -> String {
     }
 }
 
+mod batch;
 mod canary;
 mod retraining;
 mod steady;
 mod traffic;
+pub use batch::{ObservedBatch, batch_reason};
 pub use canary::{HISTORY_LIMIT, canary_reason};
 pub use retraining::{ModelUpdate, ObservedRetraining, retraining_reason, unrecorded};
 pub use steady::steady_reason;
