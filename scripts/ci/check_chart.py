@@ -304,9 +304,11 @@ def cmd_operator(args):
         flag = f"--leader-elect={args.leader_elect}"
         if flag not in argv:
             fail(f"{flag} not in {argv}")
-    env = {e["name"] for e in c.get("env") or []}
+    env = {e["name"]: e.get("value") for e in c.get("env") or []}
     if "POD_NAMESPACE" not in env:
         fail("POD_NAMESPACE (Lease and NetworkPolicy namespace) not set")
+    if args.monitor_image and env.get("DROVER_MONITOR_IMAGE") != c["image"]:
+        fail(f"DROVER_MONITOR_IMAGE {env.get('DROVER_MONITOR_IMAGE')} is not the operator's image {c['image']}")
     print(f"operator: {d['spec'].get('replicas')} replica(s), labels admitted by Drover's NetworkPolicy")
 
 
@@ -342,6 +344,7 @@ def main():
     p.add_argument("--policy", required=True)
     p.add_argument("--replicas", type=int)
     p.add_argument("--leader-elect", choices=["true", "false"])
+    p.add_argument("--monitor-image", action="store_true", help="DROVER_MONITOR_IMAGE must be the operator's image")
     p = sub.add_parser("rules")
     p.add_argument("rendered")
     p.add_argument("--out", required=True)

@@ -136,7 +136,7 @@ for case in "${CASES[@]}"; do
     || { cat "$TMP/template.log" >&2; die "helm template $name"; }
   grep -q '^kind: CustomResourceDefinition' "$out" && die "$name: a template renders a CRD (CRDs live in crds/ so that uninstall keeps them)"
   check_objects "$out"
-  $CHECK operator "$out" --policy "$TMP/render.yaml" --replicas "$replicas" --leader-elect "$leader" >&2
+  $CHECK operator "$out" --policy "$TMP/render.yaml" --replicas "$replicas" --leader-elect "$leader" --monitor-image >&2
   if [ "$rbac" = yes ]; then
     # shellcheck disable=SC2086
     drover rbac --operator-namespace drover-system $rbac_args > "$TMP/$name.rbac.yaml"
