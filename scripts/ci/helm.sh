@@ -21,6 +21,8 @@
 # 5. The Argo CD health check of ModelDeployment (deploy/argocd, Lua 5.1 through lupa) on sample
 #    statuses, and the copy in docs/gitops.md is the same script.
 # 6. The kustomize base and overlay: the same object checks, and consistent with the chart.
+# 7. examples/pipelines/release-model.sh on the example GitOps repository: refuses a profile of
+#    another version, bumps spec.model.version, renders with kustomize and drover render.
 #
 # Environment: DROVER_CI_CACHE (cache dir), HELM (a helm binary to use instead of fetching one).
 set -euo pipefail
@@ -202,5 +204,38 @@ for k in deploy deploy/overlays/example; do
 done
 chart_image=$(grep -m1 '^  repository:' "$CHART/values.yaml" | awk '{print $2}'):$(sed -n 's/^appVersion: "\(.*\)"/\1/p' "$CHART/Chart.yaml")
 grep -q "image: $chart_image\$" deploy/base/operator.yaml || die "deploy/base/operator.yaml does not run $chart_image (the chart's default)"
+
+# ---------------------------------------------------------------- 7. the example pipeline
+log "examples/pipelines: release a model version into the example GitOps repository"
+cp -r examples/pipelines/gitops-repo "$TMP/gitops"
+"$PY" - examples/models/fraud/profile.json "$TMP/profile-1.1.0.json" <<'EOF'
+import json, sys
+p = json.load(open(sys.argv[1]))
+p["modelVersion"] = "1.1.0"
+json.dump(p, open(sys.argv[2], "w"))
+EOF
+if examples/pipelines/release-model.sh --dir "$TMP/gitops/ml" --name fraud --version 1.2.0 \
+    --image registry.example.com/ml/fraud:1.2.0 --profile "$TMP/profile-1.1.0.json" 2> "$TMP/release.log"; then
+  die "release-model.sh accepted a profile of another model version"
+fi
+grep -q "belongs to model version '1.1.0'" "$TMP/release.log" || { cat "$TMP/release.log" >&2; die "release-model.sh: unclear refusal"; }
+examples/pipelines/release-model.sh --dir "$TMP/gitops/ml" --name fraud --version 1.1.0 \
+  --image registry.example.com/ml/fraud:1.1.0 --profile "$TMP/profile-1.1.0.json" >&2
+kubectl kustomize "$TMP/gitops/ml" > "$TMP/gitops.yaml"
+"$PY" - "$TMP/gitops.yaml" "$TMP/gitops-md.yaml" <<'EOF'
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+mds = [d for d in docs if d["kind"] == "ModelDeployment"]
+cms = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
+assert len(mds) == 1, mds
+m = mds[0]["spec"]
+assert m["model"]["version"] == "1.1.0" and m["model"]["image"].endswith(":1.1.0"), m["model"]
+assert m["model"]["port"] == 8080, "the release patch must not drop the rest of spec.model"
+ref = m["monitoring"]["reference"]["configMapRef"]["name"]
+assert ref == "fraud-reference-1.1.0" and ref in cms, (ref, cms)
+assert "fraud-reference-1.0.0" in cms, "the previous version's profile stays (rollback)"
+yaml.safe_dump(mds[0], open(sys.argv[2], "w"))
+EOF
+drover render -f "$TMP/gitops-md.yaml" | grep -q '^kind: Deployment' || die "drover render of the released ModelDeployment"
 
 log "OK"
