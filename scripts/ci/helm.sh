@@ -198,7 +198,9 @@ for k in deploy deploy/overlays/example; do
   out=$TMP/kustomize-$(basename "$k").yaml
   kubectl kustomize "$k" > "$out"
   check_objects "$out"
-  $CHECK operator "$out" --policy "$TMP/render.yaml" --leader-elect true >&2
+  margs=()
+  [ "$k" = deploy/overlays/example ] && margs=(--monitor-image)
+  $CHECK operator "$out" --policy "$TMP/render.yaml" --leader-elect true "${margs[@]}" >&2
   drover rbac --operator-namespace drover-system > "$TMP/kustomize.rbac.yaml"
   $CHECK rbac "$out" --expected "$TMP/kustomize.rbac.yaml" >&2
 done
