@@ -134,6 +134,9 @@ enum Command {
         /// Namespaces it watches (none: all, through a ClusterRole).
         #[arg(long = "watch-namespace", value_delimiter = ',')]
         watched: Vec<String>,
+        /// Print the Helm chart's rule lists (charts/drover/templates/_rbac_rules.tpl) instead.
+        #[arg(long, conflicts_with_all = ["name", "operator_namespace", "watched"])]
+        helm: bool,
     },
     // Rollout verbs against a cluster (also the kubectl plugin `kubectl drover`).
     #[command(flatten)]
@@ -318,10 +321,15 @@ fn run(cli: Cli) -> Result<(), String> {
             print!("{}", drover::crd::reference_markdown());
             Ok(())
         }
+        Command::Rbac { helm: true, .. } => {
+            print!("{}", drover::rbac::helm_rules());
+            Ok(())
+        }
         Command::Rbac {
             name,
             operator_namespace,
             watched,
+            helm: false,
         } => {
             print!(
                 "{}",

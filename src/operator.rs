@@ -66,6 +66,10 @@ pub struct OperatorArgs {
     /// waits on the API far more than it computes), 0 means one per core of the node.
     #[arg(long, env = "DROVER_OPERATOR_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// Image of the monitor sidecar in new revisions (the Helm chart passes its own image, so a
+    /// mirrored or digest-pinned install runs the same image for both).
+    #[arg(long, env = "DROVER_MONITOR_IMAGE", default_value = plan::DEFAULT_MONITOR_IMAGE)]
+    pub monitor_image: String,
 }
 
 /// The runtime `drover operator` runs on: `threads` workers, 1 being the current-thread
@@ -397,7 +401,7 @@ fn scope_controller(
             ))
             .with_settings(plan::Settings {
                 operator_namespace: args.lease_namespace.clone(),
-                ..plan::Settings::default()
+                monitor_image: args.monitor_image.clone(),
             }),
     );
     let controller = Controller::for_stream(models, md_reader.clone())
