@@ -4,6 +4,7 @@
 //! (`/drover/report`), Prometheus metrics (`/metrics`), `/healthz` and `/readyz`.
 
 pub mod admin;
+pub mod feedback;
 pub mod payload;
 pub mod proxy;
 pub mod recorder;

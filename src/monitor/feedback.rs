@@ -1,0 +1,631 @@
+//! Delayed ground truth (issue 7, first part): prediction tokens and the performance counters
+//! labels feed.
+//!
+//! Every response the monitor passes can carry a **prediction token** in header
+//! `X-Drover-Prediction-Token`: the revision, the prediction and the time, signed with
+//! HMAC-SHA-256 under a key every pod of the ModelDeployment derives from its monitor token
+//! Secret. So *any* pod can accept `POST /drover/feedback {"token": ..., "label": ...}` (a client
+//! sends feedback to the Service, which picks a random pod) and check, without shared state,
+//! that the prediction was really made by this revision and when.
+//!
+//! Token: `base64url(payload) "." base64url(mac)`, payload the compact JSON
+//! `{"r": revision, "p": prediction, "t": unix seconds, "n": nonce}`. The nonce makes every
+//! token unique, and feedback is idempotent per token on each pod ([`SeenTokens`]).
+//!
+//! Pure: time comes in as an argument; the key is bytes.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Response header carrying the prediction token.
+pub const TOKEN_HEADER: &str = "x-drover-prediction-token";
+/// Longest token accepted (a prediction is small; anything larger is not ours).
+pub const MAX_TOKEN_BYTES: usize = 2048;
+/// Most distinct classes counted; labels beyond are counted under `other`.
+pub const MAX_CLASSES: usize = 64;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The feedback key of a ModelDeployment, derived from its monitor token (so no second Secret
+/// is needed, and the report token itself is never used as a MAC key).
+pub fn key_from_monitor_token(token: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"drover.dev/feedback/v1\n");
+    h.update(token.trim().as_bytes());
+    h.finalize().into()
+}
+
+/// What a token says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Revision that served the prediction.
+    #[serde(rename = "r")]
+    pub revision: String,
+    /// The prediction.
+    #[serde(rename = "p")]
+    pub prediction: Value,
+    /// When (Unix seconds).
+    #[serde(rename = "t")]
+    pub time: i64,
+    /// Random per prediction: makes each token unique.
+    #[serde(rename = "n")]
+    pub nonce: u64,
+}
+
+/// Signs `claims`.
+pub fn sign(key: &[u8], claims: &Claims) -> String {
+    let payload = serde_json::to_vec(claims).unwrap_or_default();
+    let mut mac = match HmacSha256::new_from_slice(key) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this cannot happen.
+        Err(_) => return String::new(),
+    };
+    mac.update(&payload);
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(&payload),
+        URL_SAFE_NO_PAD.encode(tag)
+    )
+}
+
+/// Why feedback was refused (each a counter and an HTTP answer).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FeedbackError {
+    /// Not `{"token": string, "label": ...}`.
+    #[error("feedback must be a JSON object {{\"token\": string, \"label\": value}}: {0}")]
+    Malformed(String),
+    /// The token is not one of ours (bad encoding or signature).
+    #[error("the prediction token is not valid")]
+    Forged,
+    /// Older than the accepted age.
+    #[error("the prediction token expired ({age_seconds} s old, at most {max_seconds} s)")]
+    Expired {
+        /// Its age.
+        age_seconds: i64,
+        /// The limit.
+        max_seconds: i64,
+    },
+    /// Made by another revision than this pod's.
+    #[error("the prediction was made by revision {0}, not this one")]
+    OtherRevision(String),
+    /// The label does not fit the task (a string for regression, a float class…).
+    #[error("label {0} does not fit this model's task")]
+    WrongLabelType(String),
+    /// Already counted (idempotent per token).
+    #[error("feedback for this prediction was already counted")]
+    Duplicate,
+}
+
+impl FeedbackError {
+    /// Bounded counter label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FeedbackError::Malformed(_) => "malformed",
+            FeedbackError::Forged => "forged",
+            FeedbackError::Expired { .. } => "expired",
+            FeedbackError::OtherRevision(_) => "other_revision",
+            FeedbackError::WrongLabelType(_) => "wrong_label_type",
+            FeedbackError::Duplicate => "duplicate",
+        }
+    }
+
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            FeedbackError::Malformed(_) | FeedbackError::WrongLabelType(_) => 400,
+            FeedbackError::Forged => 401,
+            FeedbackError::Expired { .. } => 410,
+            FeedbackError::OtherRevision(_) | FeedbackError::Duplicate => 409,
+        }
+    }
+}
+
+/// Checks `token` under `key` for `revision` at `now` (Unix seconds).
+pub fn verify(
+    key: &[u8],
+    token: &str,
+    revision: &str,
+    now: i64,
+    max_age_seconds: i64,
+) -> Result<Claims, FeedbackError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(FeedbackError::Forged);
+    }
+    let (payload, tag) = token.split_once('.').ok_or(FeedbackError::Forged)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| FeedbackError::Forged)?;
+    let tag = URL_SAFE_NO_PAD
+        .decode(tag)
+        .map_err(|_| FeedbackError::Forged)?;
+    let mut mac = HmacSha256::new_from_slice(key).map_err(|_| FeedbackError::Forged)?;
+    mac.update(&payload);
+    // Constant-time comparison.
+    mac.verify_slice(&tag).map_err(|_| FeedbackError::Forged)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| FeedbackError::Forged)?;
+    let age = now.saturating_sub(claims.time);
+    if age > max_age_seconds {
+        return Err(FeedbackError::Expired {
+            age_seconds: age,
+            max_seconds: max_age_seconds,
+        });
+    }
+    if claims.revision != revision {
+        return Err(FeedbackError::OtherRevision(claims.revision));
+    }
+    Ok(claims)
+}
+
+/// A feedback request body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Feedback {
+    /// The prediction token.
+    pub token: String,
+    /// The true label.
+    pub label: Value,
+}
+
+/// Parses `{"token": "...", "label": ...}`.
+pub fn parse(body: &[u8]) -> Result<Feedback, FeedbackError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| FeedbackError::Malformed(e.to_string()))?;
+    let token = value
+        .get("token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| FeedbackError::Malformed("no string \"token\"".into()))?
+        .to_string();
+    let label = value
+        .get("label")
+        .cloned()
+        .filter(|l| !l.is_null())
+        .ok_or_else(|| FeedbackError::Malformed("no \"label\"".into()))?;
+    Ok(Feedback { token, label })
+}
+
+/// Whether labels are classes or numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Task {
+    /// Classes (strings, integers, booleans): accuracy, precision, recall, F1.
+    #[default]
+    Classification,
+    /// Numbers: MAE, RMSE.
+    Regression,
+}
+
+/// A class as counted: the JSON value's canonical text (`1`, `"fraud"` → `fraud`, `true`).
+fn class_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        // 1.0 is class 1; 0.7 is not a class.
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .map(|f| format!("{}", f as i64)),
+        _ => None,
+    }
+}
+
+/// Per-class counts of a classifier: how often each class was predicted, was true, and both.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassCounts {
+    /// Predicted this class and it was right.
+    pub true_positives: u64,
+    /// Predicted this class.
+    pub predicted: u64,
+    /// The label was this class.
+    pub actual: u64,
+}
+
+/// Cumulative performance counters of one monitor, mergeable across pods and subtractable
+/// between two reports (like every counter in the report).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Performance {
+    /// Labelled predictions counted.
+    pub labelled: u64,
+    /// Classification: correct predictions.
+    #[serde(default)]
+    pub correct: u64,
+    /// Classification: per class (at most [`MAX_CLASSES`], the rest under `other`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<String, ClassCounts>,
+    /// Regression: sum of |prediction − label|.
+    #[serde(default)]
+    pub abs_error_sum: f64,
+    /// Regression: sum of (prediction − label)².
+    #[serde(default)]
+    pub sq_error_sum: f64,
+}
+
+impl Performance {
+    /// Counts one labelled prediction.
+    pub fn record(
+        &mut self,
+        task: Task,
+        prediction: &Value,
+        label: &Value,
+    ) -> Result<(), FeedbackError> {
+        match task {
+            Task::Classification => {
+                let truth = class_of(label)
+                    .ok_or_else(|| FeedbackError::WrongLabelType(label.to_string()))?;
+                let predicted = class_of(prediction)
+                    .ok_or_else(|| FeedbackError::WrongLabelType(prediction.to_string()))?;
+                self.labelled += 1;
+                if truth == predicted {
+                    self.correct += 1;
+                }
+                let slot = |classes: &mut BTreeMap<String, ClassCounts>, c: String| {
+                    let key = if classes.contains_key(&c) || classes.len() < MAX_CLASSES {
+                        c
+                    } else {
+                        "other".to_string()
+                    };
+                    key
+                };
+                let t = slot(&mut self.classes, truth.clone());
+                self.classes.entry(t.clone()).or_default().actual += 1;
+                let p = slot(&mut self.classes, predicted.clone());
+                let entry = self.classes.entry(p.clone()).or_default();
+                entry.predicted += 1;
+                if truth == predicted && t == p {
+                    entry.true_positives += 1;
+                }
+            }
+            Task::Regression => {
+                let truth = label
+                    .as_f64()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| FeedbackError::WrongLabelType(label.to_string()))?;
+                let predicted = prediction
+                    .as_f64()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| FeedbackError::WrongLabelType(prediction.to_string()))?;
+                let e = predicted - truth;
+                self.labelled += 1;
+                self.abs_error_sum += e.abs();
+                self.sq_error_sum += e * e;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds another monitor's counters.
+    pub fn merge(&self, other: &Performance) -> Performance {
+        let mut out = self.clone();
+        out.labelled += other.labelled;
+        out.correct += other.correct;
+        out.abs_error_sum += other.abs_error_sum;
+        out.sq_error_sum += other.sq_error_sum;
+        for (c, n) in &other.classes {
+            let e = out.classes.entry(c.clone()).or_default();
+            e.true_positives += n.true_positives;
+            e.predicted += n.predicted;
+            e.actual += n.actual;
+        }
+        out
+    }
+
+    /// What was counted since `earlier` (a report of the same monitor).
+    pub fn delta(&self, earlier: &Performance) -> Option<Performance> {
+        let sub = |a: u64, b: u64| a.checked_sub(b);
+        let mut classes = BTreeMap::new();
+        for (c, n) in &self.classes {
+            let before = earlier.classes.get(c).cloned().unwrap_or_default();
+            classes.insert(
+                c.clone(),
+                ClassCounts {
+                    true_positives: sub(n.true_positives, before.true_positives)?,
+                    predicted: sub(n.predicted, before.predicted)?,
+                    actual: sub(n.actual, before.actual)?,
+                },
+            );
+        }
+        if earlier
+            .classes
+            .keys()
+            .any(|c| !self.classes.contains_key(c))
+        {
+            return None;
+        }
+        Some(Performance {
+            labelled: sub(self.labelled, earlier.labelled)?,
+            correct: sub(self.correct, earlier.correct)?,
+            classes,
+            abs_error_sum: (self.abs_error_sum - earlier.abs_error_sum).max(0.0),
+            sq_error_sum: (self.sq_error_sum - earlier.sq_error_sum).max(0.0),
+        })
+    }
+
+    /// Share of correct predictions.
+    pub fn accuracy(&self) -> Option<f64> {
+        (self.labelled > 0 && !self.classes.is_empty())
+            .then(|| self.correct as f64 / self.labelled as f64)
+    }
+
+    /// Precision, recall and F1 of `positive` (binary), or macro-averaged over the classes seen
+    /// (`None` for `positive`).
+    pub fn precision_recall_f1(&self, positive: Option<&str>) -> Option<(f64, f64, f64)> {
+        let per_class = |c: &ClassCounts| {
+            let p = if c.predicted > 0 {
+                c.true_positives as f64 / c.predicted as f64
+            } else {
+                0.0
+            };
+            let r = if c.actual > 0 {
+                c.true_positives as f64 / c.actual as f64
+            } else {
+                0.0
+            };
+            let f = if p + r > 0.0 {
+                2.0 * p * r / (p + r)
+            } else {
+                0.0
+            };
+            (p, r, f)
+        };
+        match positive {
+            Some(class) => {
+                let c = self.classes.get(class)?;
+                Some(per_class(c))
+            }
+            None => {
+                let seen: Vec<(f64, f64, f64)> = self
+                    .classes
+                    .values()
+                    .filter(|c| c.actual > 0 || c.predicted > 0)
+                    .map(per_class)
+                    .collect();
+                if seen.is_empty() {
+                    return None;
+                }
+                let n = seen.len() as f64;
+                Some((
+                    seen.iter().map(|s| s.0).sum::<f64>() / n,
+                    seen.iter().map(|s| s.1).sum::<f64>() / n,
+                    seen.iter().map(|s| s.2).sum::<f64>() / n,
+                ))
+            }
+        }
+    }
+
+    /// Mean absolute error (regression).
+    pub fn mae(&self) -> Option<f64> {
+        (self.labelled > 0 && self.classes.is_empty())
+            .then(|| self.abs_error_sum / self.labelled as f64)
+    }
+
+    /// Root mean squared error (regression).
+    pub fn rmse(&self) -> Option<f64> {
+        (self.labelled > 0 && self.classes.is_empty())
+            .then(|| (self.sq_error_sum / self.labelled as f64).sqrt())
+    }
+}
+
+/// The tokens a pod has counted feedback for, bounded (oldest forgotten first): a client that
+/// retries is counted once.
+#[derive(Debug)]
+pub struct SeenTokens {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl SeenTokens {
+    /// Remembers at most `capacity` tokens.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records `claims`' token; `false` when it was seen already.
+    pub fn first_time(&mut self, claims: &Claims) -> bool {
+        let id = claims.nonce ^ (claims.time as u64).rotate_left(32);
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn claims(revision: &str, prediction: Value, nonce: u64) -> Claims {
+        Claims {
+            revision: revision.into(),
+            prediction,
+            time: NOW - 60,
+            nonce,
+        }
+    }
+
+    #[test]
+    fn a_token_signed_by_one_pod_verifies_on_another_of_the_same_model() {
+        let key = key_from_monitor_token("secret-token\n");
+        let other_pod_key = key_from_monitor_token("secret-token");
+        let token = sign(&key, &claims("abc", json!(1), 7));
+        let c = verify(&other_pod_key, &token, "abc", NOW, 3600).unwrap();
+        assert_eq!(c.prediction, json!(1));
+        assert_eq!(c.nonce, 7);
+    }
+
+    #[test]
+    fn forged_expired_and_foreign_tokens_are_refused() {
+        let key = key_from_monitor_token("k");
+        let token = sign(&key, &claims("abc", json!(1), 7));
+        // Another model's key.
+        assert_eq!(
+            verify(&key_from_monitor_token("other"), &token, "abc", NOW, 3600),
+            Err(FeedbackError::Forged)
+        );
+        // A prediction changed after signing.
+        let (payload, tag) = token.split_once('.').unwrap();
+        let mut forged: Claims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        forged.prediction = json!(0);
+        let tampered = format!(
+            "{}.{tag}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap())
+        );
+        assert_eq!(
+            verify(&key, &tampered, "abc", NOW, 3600),
+            Err(FeedbackError::Forged)
+        );
+        for junk in ["", ".", "abc", "a.b.c", &"x".repeat(5000)] {
+            assert_eq!(
+                verify(&key, junk, "abc", NOW, 3600),
+                Err(FeedbackError::Forged),
+                "{junk}"
+            );
+        }
+        assert!(matches!(
+            verify(&key, &token, "abc", NOW + 7200, 3600),
+            Err(FeedbackError::Expired { .. })
+        ));
+        assert_eq!(
+            verify(&key, &token, "def", NOW, 3600),
+            Err(FeedbackError::OtherRevision("abc".into()))
+        );
+    }
+
+    #[test]
+    fn feedback_bodies_are_parsed_or_refused_clearly() {
+        let f = parse(br#"{"token": "t", "label": "fraud"}"#).unwrap();
+        assert_eq!(f.label, json!("fraud"));
+        for bad in [
+            &b"not json"[..],
+            br#"{"label": 1}"#,
+            br#"{"token": 5, "label": 1}"#,
+            br#"{"token": "t"}"#,
+            br#"{"token": "t", "label": null}"#,
+        ] {
+            assert!(matches!(parse(bad), Err(FeedbackError::Malformed(_))));
+        }
+    }
+
+    #[test]
+    fn classification_metrics_match_hand_counts() {
+        // 10 labelled predictions of a binary classifier: TP 3, FP 1, FN 2, TN 4.
+        let mut p = Performance::default();
+        let pairs = [
+            (1, 1),
+            (1, 1),
+            (1, 1),
+            (1, 0),
+            (0, 1),
+            (0, 1),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+        ];
+        for (pred, truth) in pairs {
+            p.record(Task::Classification, &json!(pred), &json!(truth))
+                .unwrap();
+        }
+        assert_eq!(p.accuracy(), Some(0.7));
+        let (precision, recall, f1) = p.precision_recall_f1(Some("1")).unwrap();
+        assert!((precision - 0.75).abs() < 1e-12);
+        assert!((recall - 0.6).abs() < 1e-12);
+        assert!((f1 - 2.0 * 0.75 * 0.6 / 1.35).abs() < 1e-12);
+        // Classes as strings, booleans and 1.0 count as the same kind of thing.
+        assert!(
+            p.record(Task::Classification, &json!(1.0), &json!(1))
+                .is_ok()
+        );
+        assert_eq!(p.classes["1"].true_positives, 4);
+        assert!(matches!(
+            p.record(Task::Classification, &json!(1), &json!(0.3)),
+            Err(FeedbackError::WrongLabelType(_))
+        ));
+        assert!(p.mae().is_none());
+    }
+
+    #[test]
+    fn regression_metrics_and_bad_labels() {
+        let mut p = Performance::default();
+        for (pred, truth) in [(10.0, 12.0), (5.0, 5.0), (3.0, 0.0)] {
+            p.record(Task::Regression, &json!(pred), &json!(truth))
+                .unwrap();
+        }
+        assert!((p.mae().unwrap() - 5.0 / 3.0).abs() < 1e-12);
+        assert!((p.rmse().unwrap() - (13.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert!(p.accuracy().is_none());
+        assert!(matches!(
+            p.record(Task::Regression, &json!(1.0), &json!("high")),
+            Err(FeedbackError::WrongLabelType(_))
+        ));
+    }
+
+    #[test]
+    fn counters_merge_across_pods_and_subtract_between_reports() {
+        let mut a = Performance::default();
+        let mut b = Performance::default();
+        a.record(Task::Classification, &json!("x"), &json!("x"))
+            .unwrap();
+        let earlier = a.clone();
+        a.record(Task::Classification, &json!("x"), &json!("y"))
+            .unwrap();
+        b.record(Task::Classification, &json!("y"), &json!("y"))
+            .unwrap();
+        let merged = a.merge(&b);
+        assert_eq!(merged.labelled, 3);
+        assert_eq!(merged.correct, 2);
+        let d = a.delta(&earlier).unwrap();
+        assert_eq!(d.labelled, 1);
+        assert_eq!(d.correct, 0);
+        assert_eq!(d.classes["y"].actual, 1);
+        assert!(earlier.delta(&a).is_none(), "counters never go backwards");
+    }
+
+    #[test]
+    fn many_classes_are_bounded() {
+        let mut p = Performance::default();
+        for i in 0..200 {
+            p.record(Task::Classification, &json!(i), &json!(i))
+                .unwrap();
+        }
+        assert!(p.classes.len() <= MAX_CLASSES + 1);
+        assert_eq!(p.labelled, 200);
+        assert_eq!(p.accuracy(), Some(1.0));
+    }
+
+    #[test]
+    fn feedback_is_counted_once_per_token() {
+        let mut seen = SeenTokens::new(2);
+        let (a, b, c) = (
+            claims("r", json!(1), 1),
+            claims("r", json!(1), 2),
+            claims("r", json!(1), 3),
+        );
+        assert!(seen.first_time(&a));
+        assert!(!seen.first_time(&a), "a retried feedback is a duplicate");
+        assert!(seen.first_time(&b));
+        assert!(seen.first_time(&c));
+        assert!(seen.first_time(&a), "bounded: the oldest is forgotten");
+    }
+}
