@@ -347,6 +347,7 @@ mod tests {
                 ..RolloutState::default()
             }),
             history: vec![],
+            ..ModelDeploymentStatus::default()
         }
     }
 
