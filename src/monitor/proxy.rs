@@ -62,8 +62,9 @@ pub struct Proxy {
     pub terminating: Arc<AtomicBool>,
 }
 
+const HOP_BY_HOP_COUNT: usize = 8;
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -75,6 +76,19 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) names present instead of a hashed removal of every hop-by-hop
+    // name: most requests and responses carry at most `Connection: keep-alive`.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too. Nearly always it only says `keep-alive`
     // (already in the list) or `close` (no header): then nothing is collected or allocated.
     let only_standard = headers.get_all(header::CONNECTION).iter().all(|v| {
@@ -83,20 +97,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
         })
     });
-    if only_standard {
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
-        return;
+    let named: Vec<HeaderName> = if only_standard {
+        Vec::new()
+    } else {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect()
+    };
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(&named) {
+    for name in &named {
         headers.remove(name);
     }
 }
