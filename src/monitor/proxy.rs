@@ -305,7 +305,7 @@ impl Proxy {
         let parsed_request = if body.is_empty() {
             expects_body.then_some(Err(Unreadable::NotJson))
         } else {
-            Some(payload::parse_json(&body))
+            Some(payload::parse_request(&body))
         };
         let resp_body = ModelBody::new(&response, taken, self.upstream.clone());
         let mut resp_parts = response.parts;
@@ -319,13 +319,16 @@ impl Proxy {
 
         // Responses of unknown or large size stream through unread.
         let Some(length) = length.filter(|n| *n <= self.settings.max_parsed_response_bytes) else {
-            self.recorder.record(Exchange {
-                status: status.as_u16(),
-                latency: started.elapsed(),
-                request: parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
-                response: Some(Err(Unreadable::UnknownShape)),
-                terminating,
-            });
+            self.recorder.record_parsed(
+                Exchange {
+                    status: status.as_u16(),
+                    latency: started.elapsed(),
+                    request: None,
+                    response: Some(Err(Unreadable::UnknownShape)),
+                    terminating,
+                },
+                parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
+            );
             return Ok(Response::from_parts(resp_parts, resp_body.boxed()));
         };
         // The connection goes back to the idle stack as the body's end is read.
@@ -393,13 +396,16 @@ impl Proxy {
                 &bytes,
             );
         }
-        self.recorder.record(Exchange {
-            status: final_status.as_u16(),
-            latency: started.elapsed(),
-            request: parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
-            response: parsed_response.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
-            terminating,
-        });
+        self.recorder.record_parsed(
+            Exchange {
+                status: final_status.as_u16(),
+                latency: started.elapsed(),
+                request: None,
+                response: parsed_response.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
+                terminating,
+            },
+            parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
+        );
         Ok(answer)
     }
 }
