@@ -728,3 +728,71 @@ async fn connections_to_the_model_are_kept_alive_and_reused() {
         "sequential requests share one connection to the model"
     );
 }
+
+/// A model that answers with hand-written HTTP/1.x, one exchange per connection, chosen by
+/// the request path: the response framings a model server may use, byte for byte.
+async fn scripted_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Requests here have no body: the head is the whole request.
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let response: &[u8] = match path.as_str() {
+                    "/continue" => {
+                        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    }
+                    "/close-delimited" => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end",
+                    "/chunked" => {
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-trailer: t\r\n\r\n"
+                    }
+                    "/http10" => b"HTTP/1.0 200 OK\r\ncontent-length: 4\r\n\r\nold!",
+                    "/reason" => b"HTTP/1.1 299 Fine Thanks\r\ncontent-length: 0\r\n\r\n",
+                    _ => b"this is not HTTP\r\n\r\n",
+                };
+                let _ = stream.write_all(response).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn responses_are_framed_as_the_model_sent_them() {
+    let up = scripted_upstream().await;
+    let m = start_monitor(up, &[]).await;
+    let get = |path: &str| send("GET", format!("http://{}{path}", m.serving), &[], "");
+    let a = get("/continue").await;
+    assert_eq!((a.status, &a.body[..]), (StatusCode::OK, &b"ok"[..]));
+    let a = get("/close-delimited").await;
+    assert_eq!(
+        (a.status, &a.body[..]),
+        (StatusCode::OK, &b"until the end"[..])
+    );
+    assert_eq!(a.headers["content-type"], "text/plain");
+    let a = get("/chunked").await;
+    assert_eq!((a.status, &a.body[..]), (StatusCode::OK, &b"abcde"[..]));
+    let a = get("/http10").await;
+    assert_eq!((a.status, &a.body[..]), (StatusCode::OK, &b"old!"[..]));
+    let a = get("/reason").await;
+    assert_eq!(a.status.as_u16(), 299);
+    let a = get("/garbage").await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    let r = report(&m).await;
+    assert_eq!(r.counters.upstream_errors, 1, "only the garbage answer");
+}

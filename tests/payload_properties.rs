@@ -6,7 +6,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use drover::monitor::payload::{parse_json, read_request, read_response};
+use drover::monitor::payload::{
+    ParsedRequest, Unreadable, parse_json, parse_request, read_request, read_response,
+};
 use drover::monitor::recorder::{Exchange, Recorder};
 use drover::profile::ReferenceProfile;
 use proptest::prelude::*;
@@ -106,6 +108,30 @@ fn exchange<'a>(request: &'a Value, response: &'a Value) -> Exchange<'a> {
     }
 }
 
+/// Every observation a request body gives, as text, and its row count.
+fn observations(body: &[u8]) -> Result<(usize, Vec<String>), Unreadable> {
+    let mut seen = Vec::new();
+    let mut sink = |row, key, value| seen.push(format!("{row} {key:?} {value:?}"));
+    let rows = match parse_request(body)? {
+        ParsedRequest::Row(row) => {
+            row.read(&mut sink);
+            1
+        }
+        ParsedRequest::Tree(tree) => read_request(&tree, &mut sink)?,
+    };
+    Ok((rows, seen))
+}
+
+/// What the same body gives read as a `Value`.
+fn observations_of_value(body: &[u8]) -> Result<(usize, Vec<String>), Unreadable> {
+    let mut seen = Vec::new();
+    let tree = parse_json(body)?;
+    let rows = read_request(&tree, |row, key, value| {
+        seen.push(format!("{row} {key:?} {value:?}"))
+    })?;
+    Ok((rows, seen))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -131,11 +157,50 @@ proptest! {
     }
 
     #[test]
+    fn the_flat_row_reader_sees_what_the_value_reader_sees(request in json()) {
+        let bytes = serde_json::to_vec(&request).expect("serialisable");
+        prop_assert_eq!(observations(&bytes), observations_of_value(&bytes));
+    }
+
+    #[test]
     fn random_bytes_never_panic_the_parser(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        prop_assert_eq!(observations(&bytes), observations_of_value(&bytes));
         if let Ok(value) = parse_json(&bytes) {
             let _ = read_request(&value, |_, _, _| {});
             let _ = read_response(&value);
             PROFILED.record(exchange(&value, &value));
         }
     }
+}
+
+#[test]
+fn flat_rows_with_duplicates_escapes_and_nesting_read_like_values() {
+    for body in [
+        r#"{"b": 1, "a": "x", "b": "last wins"}"#,
+        r#"{"ch\u0061nnel": "on\nline", "age": -0, "amount": 1e3, "x": 18446744073709551615}"#,
+        r#"{"nested": {"a": [1, 2]}, "list": [], "none": null, "flag": true}"#,
+        r#"{"features": 3, "age": 1}"#,
+        r#"{"features": {"age": 1}}"#,
+        r#"{"instances": [{"age": 1}, {"age": 2}]}"#,
+        r#"{}"#,
+        r#"{"a": 1} trailing"#,
+        r#"{"a": 1e999}"#,
+        r#"[1, 2]"#,
+    ] {
+        assert_eq!(
+            observations(body.as_bytes()),
+            observations_of_value(body.as_bytes()),
+            "{body}"
+        );
+    }
+    let deep = format!(r#"{{"a": {}1{}}}"#, "[".repeat(200), "]".repeat(200));
+    assert_eq!(
+        observations(deep.as_bytes()),
+        Err(Unreadable::NotJson),
+        "serde_json's nesting limit holds in a flat row too"
+    );
+    assert!(matches!(
+        parse_request(br#"{"age": 31, "channel": "online"}"#),
+        Ok(ParsedRequest::Row(_))
+    ));
 }

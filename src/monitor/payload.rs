@@ -446,6 +446,191 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, Unreadable> {
     serde_json::from_slice(bytes).map_err(|_| Unreadable::NotJson)
 }
 
+/// A parsed request body: a flat named-feature object read without building a `Value` tree,
+/// or the tree for every other shape.
+#[derive(Debug, PartialEq)]
+pub enum ParsedRequest<'a> {
+    /// One named row (`{"age": 31, "channel": "online"}`) whose keys are none of the
+    /// wrappers [`read_request`] looks for.
+    Row(FlatRow<'a>),
+    /// Any other JSON.
+    Tree(Value),
+}
+
+/// The features of a flat named row, in the order and with the duplicate handling of
+/// serde_json's `Map` (sorted by name, the last of equal names wins), so reading it gives the
+/// same observations as reading its `Value`.
+#[derive(Debug, PartialEq)]
+pub struct FlatRow<'a> {
+    fields: Vec<(std::borrow::Cow<'a, str>, Scalar<'a>)>,
+}
+
+/// One value of a flat row.
+#[derive(Debug, PartialEq)]
+enum Scalar<'a> {
+    Number(f64),
+    Text(std::borrow::Cow<'a, str>),
+    Bool(bool),
+    Null,
+    /// A nested object or array (read as [`Observation::Unsupported`], like its `Value`).
+    Nested,
+}
+
+impl FlatRow<'_> {
+    /// Calls `sink(0, feature, value)` for every feature (what [`read_request`] does for the
+    /// same body as a `Value`); the row count is 1.
+    pub fn read<'s>(&'s self, mut sink: impl FnMut(usize, FeatureKey<'s>, Observation<'s>)) {
+        for (name, value) in &self.fields {
+            let value = match value {
+                Scalar::Number(n) => Observation::Number(*n),
+                Scalar::Text(t) => Observation::Category(t),
+                Scalar::Bool(b) => Observation::Bool(*b),
+                Scalar::Null => Observation::Missing,
+                Scalar::Nested => Observation::Unsupported,
+            };
+            sink(0, FeatureKey::Named(name), value);
+        }
+    }
+}
+
+/// Parses a request body: most bodies are one flat object of named features, read straight
+/// from the bytes (names and values borrowed, no `Value` tree of strings and maps); any other
+/// shape, or a body that is not valid JSON, goes through [`parse_json`], so the outcome is
+/// the same as reading its `Value` with [`read_request`].
+pub fn parse_request(bytes: &[u8]) -> Result<ParsedRequest<'_>, Unreadable> {
+    use serde::Deserialize as _;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    if let Ok(row) = FlatRowSeed::deserialize(&mut de)
+        && de.end().is_ok()
+    {
+        return Ok(ParsedRequest::Row(row.0));
+    }
+    parse_json(bytes).map(ParsedRequest::Tree)
+}
+
+/// Deserializes a [`FlatRow`]; fails (and the caller falls back to a `Value`) on anything
+/// but an object without the wrapper keys [`read_request`] treats specially.
+struct FlatRowSeed<'a>(FlatRow<'a>);
+
+impl<'de> serde::Deserialize<'de> for FlatRowSeed<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FlatRowVisitor)
+    }
+}
+
+struct FlatRowVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FlatRowVisitor {
+    type Value = FlatRowSeed<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a flat object of named features")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let mut fields: Vec<(std::borrow::Cow<'de, str>, Scalar<'de>)> =
+            Vec::with_capacity(map.size_hint().unwrap_or(16));
+        while let Some(CowStr(name)) = map.next_key::<CowStr<'de>>()? {
+            // These keys select another shape in read_request: leave the body to it.
+            if matches!(&*name, "instances" | "inputs" | "features") {
+                return Err(A::Error::custom("not a flat row"));
+            }
+            let value = map.next_value::<ScalarSeed<'de>>()?.0;
+            fields.push((name, value));
+        }
+        // serde_json's Map is sorted by name and keeps the last of equal names: a stable sort
+        // puts equal names in arrival order, and each later one replaces the kept one.
+        if !fields.is_sorted_by(|a, b| a.0 < b.0) {
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            fields.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    std::mem::swap(later, kept);
+                }
+                same
+            });
+        }
+        Ok(FlatRowSeed(FlatRow { fields }))
+    }
+}
+
+/// A string borrowed from the body when it has no escapes, else unescaped into its own.
+struct CowStr<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+struct ScalarSeed<'a>(Scalar<'a>);
+
+impl<'de> serde::Deserialize<'de> for ScalarSeed<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+    type Value = ScalarSeed<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    // Numbers convert as serde_json's `Number::as_f64` does.
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(ScalarSeed(Scalar::Number(v as f64)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(ScalarSeed(Scalar::Number(v as f64)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(ScalarSeed(Scalar::Number(v)))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(ScalarSeed(Scalar::Bool(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(ScalarSeed(Scalar::Null))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(ScalarSeed(Scalar::Text(std::borrow::Cow::Borrowed(v))))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(ScalarSeed(Scalar::Text(std::borrow::Cow::Owned(
+            v.to_owned(),
+        ))))
+    }
+    // Nested values are read into a `Value` and dropped: rare in a flat row, and it keeps
+    // serde_json's nesting limit and validation exactly as for the whole tree.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        use serde::Deserialize as _;
+        Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(ScalarSeed(Scalar::Nested))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        use serde::Deserialize as _;
+        Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(ScalarSeed(Scalar::Nested))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

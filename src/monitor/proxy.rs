@@ -16,10 +16,10 @@ use subtle::ConstantTimeEq;
 use super::payload::{self, Unreadable};
 use super::recorder::{Exchange, Outcome, Recorder};
 use super::sampling::ExchangeLog;
-use super::upstream::{Returning, SendError, Upstream};
+use super::upstream::{self, ModelBody, SendError, Upstream};
 
 /// The body type the proxy answers with: buffered bytes, or the model's body streamed through.
-pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 /// What the monitor does below the confidence floor.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,8 +62,9 @@ pub struct Proxy {
     pub terminating: Arc<AtomicBool>,
 }
 
+const HOP_BY_HOP_COUNT: usize = 8;
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -75,6 +76,19 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) names present instead of a hashed removal of every hop-by-hop
+    // name: most requests and responses carry at most `Connection: keep-alive`.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too. Nearly always it only says `keep-alive`
     // (already in the list) or `close` (no header): then nothing is collected or allocated.
     let only_standard = headers.get_all(header::CONNECTION).iter().all(|v| {
@@ -83,20 +97,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
         })
     });
-    if only_standard {
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
-        return;
+    let named: Vec<HeaderName> = if only_standard {
+        Vec::new()
+    } else {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect()
+    };
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(&named) {
+    for name in &named {
         headers.remove(name);
     }
 }
@@ -161,7 +176,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, hyper::Error> {
+    ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
         let started = Instant::now();
         let terminating = self.terminating.load(Ordering::Relaxed);
         let record_bare = |status: StatusCode, outcome: Option<Outcome>| {
@@ -244,27 +259,20 @@ impl Proxy {
         if let Some(target) = target {
             parts.uri = target;
         }
-        parts.version = http::Version::HTTP_11;
-        let forward = |parts: &http::request::Parts| {
-            let mut request = Request::new(Full::new(body.clone()));
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = parts.uri.clone();
-            *request.version_mut() = parts.version;
-            *request.headers_mut() = parts.headers.clone();
-            request
-        };
+        // Encoded once: a retry sends the same bytes.
+        let wire = upstream::encode_request(&parts.method, &parts.uri, &parts.headers, &body);
         let deadline = tokio::time::Instant::now() + self.settings.upstream_timeout;
         let exchange = async {
             let mut retried = false;
             loop {
                 let mut taken = self.upstream.take(retried, started).await?;
-                match Upstream::send(&mut taken, forward(&parts)).await {
+                match Upstream::send(&mut taken, &wire, &method).await {
                     Ok(response) => return Ok((response, taken)),
                     // A kept-alive connection the model closed just as the request went out
                     // (its keep-alive timer and ours raced): nothing was answered, so one retry
                     // on a fresh connection is safe and keeps the model's own idle timeout from
                     // showing as 502s.
-                    Err(e) if !retried && closed_before_answer(&e, taken.reused) => retried = true,
+                    Err(e) if !retried && closed_before_answer(&e) => retried = true,
                     Err(e) => return Err(e),
                 }
             }
@@ -297,9 +305,10 @@ impl Proxy {
         let parsed_request = if body.is_empty() {
             expects_body.then_some(Err(Unreadable::NotJson))
         } else {
-            Some(payload::parse_json(&body))
+            Some(payload::parse_request(&body))
         };
-        let (mut resp_parts, resp_body) = response.into_parts();
+        let resp_body = ModelBody::new(&response, taken, self.upstream.clone());
+        let mut resp_parts = response.parts;
         strip_hop_by_hop(&mut resp_parts.headers);
         let length = resp_parts
             .headers
@@ -310,21 +319,21 @@ impl Proxy {
 
         // Responses of unknown or large size stream through unread.
         let Some(length) = length.filter(|n| *n <= self.settings.max_parsed_response_bytes) else {
-            self.recorder.record(Exchange {
-                status: status.as_u16(),
-                latency: started.elapsed(),
-                request: parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
-                response: Some(Err(Unreadable::UnknownShape)),
-                terminating,
-            });
-            let body = Returning::new(resp_body, taken, self.upstream.clone());
-            return Ok(Response::from_parts(resp_parts, body.boxed()));
+            self.recorder.record_parsed(
+                Exchange {
+                    status: status.as_u16(),
+                    latency: started.elapsed(),
+                    request: None,
+                    response: Some(Err(Unreadable::UnknownShape)),
+                    terminating,
+                },
+                parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
+            );
+            return Ok(Response::from_parts(resp_parts, resp_body.boxed()));
         };
+        // The connection goes back to the idle stack as the body's end is read.
         let bytes = match read_to_end(resp_body).await {
-            Ok(bytes) => {
-                self.upstream.give_back(taken);
-                bytes
-            }
+            Ok(bytes) => bytes,
             Err(_) => {
                 record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
                 return Ok(plain(
@@ -387,13 +396,16 @@ impl Proxy {
                 &bytes,
             );
         }
-        self.recorder.record(Exchange {
-            status: final_status.as_u16(),
-            latency: started.elapsed(),
-            request: parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
-            response: parsed_response.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
-            terminating,
-        });
+        self.recorder.record_parsed(
+            Exchange {
+                status: final_status.as_u16(),
+                latency: started.elapsed(),
+                request: None,
+                response: parsed_response.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
+                terminating,
+            },
+            parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
+        );
         Ok(answer)
     }
 }
@@ -433,18 +445,10 @@ where
 }
 
 /// True when the model closed the connection before answering (safe to retry once): the
-/// request never went out on a kept-alive connection (what hyper-util's client retried by
-/// itself), or the connection closed before a response began.
-fn closed_before_answer(error: &SendError, reused: bool) -> bool {
-    match error {
-        SendError::Connect(_) => false,
-        SendError::Http { error, unsent } => {
-            (*unsent && reused)
-                || error.is_incomplete_message()
-                || error.is_closed()
-                || error.is_canceled()
-        }
-    }
+/// request could not be written, or the connection failed or closed before a whole response
+/// head came back. A model that could not be reached or answered garbage is not retried.
+fn closed_before_answer(error: &SendError) -> bool {
+    matches!(error, SendError::Closed(_))
 }
 
 fn lowest_confidence(value: &Value) -> Option<f64> {

@@ -209,6 +209,13 @@ pub struct Exchange<'a> {
     pub terminating: bool,
 }
 
+/// A request body as the recorder reads it.
+#[derive(Clone, Copy)]
+enum RequestRef<'a, 'b> {
+    Tree(&'a Value),
+    Row(&'a payload::FlatRow<'b>),
+}
+
 struct State {
     requests: StatusClasses,
     rows: u64,
@@ -327,6 +334,32 @@ impl Recorder {
 
     /// Records one exchange.
     pub fn record(&self, exchange: Exchange<'_>) {
+        let request = exchange.request.map(|r| r.map(RequestRef::Tree));
+        self.record_exchange(exchange, request);
+    }
+
+    /// Records one exchange whose request was read by [`payload::parse_request`]
+    /// (`exchange.request` is not looked at): the same counts as [`Recorder::record`] with
+    /// the request's `Value`.
+    pub fn record_parsed(
+        &self,
+        exchange: Exchange<'_>,
+        request: Option<Result<&payload::ParsedRequest<'_>, Unreadable>>,
+    ) {
+        let request = request.map(|r| {
+            r.map(|parsed| match parsed {
+                payload::ParsedRequest::Row(row) => RequestRef::Row(row),
+                payload::ParsedRequest::Tree(tree) => RequestRef::Tree(tree),
+            })
+        });
+        self.record_exchange(exchange, request);
+    }
+
+    fn record_exchange(
+        &self,
+        exchange: Exchange<'_>,
+        request: Option<Result<RequestRef<'_, '_>, Unreadable>>,
+    ) {
         let mut guard = self.lock();
         let s = &mut *guard;
         if exchange.terminating {
@@ -336,7 +369,7 @@ impl Recorder {
         s.requests.count(exchange.status);
         s.latency.record(exchange.latency.as_secs_f64());
         let served = (200..300).contains(&exchange.status);
-        match exchange.request {
+        match request {
             // A request the model refused was not served: its inputs stay out of the histograms.
             Some(Ok(_)) if !served => {}
             Some(Ok(body)) => {
@@ -348,7 +381,7 @@ impl Recorder {
                     counters,
                     ..
                 } = s;
-                let result = payload::read_request(body, |_, key, value| {
+                let sink = |_, key: FeatureKey<'_>, value: Observation<'_>| {
                     let slot = match key {
                         FeatureKey::Named(name) => match column_of(names, index, name) {
                             Some(i) => Some(i),
@@ -379,7 +412,14 @@ impl Recorder {
                         Some(column) => column.observe(value),
                         None => counters.unknown_features += 1,
                     }
-                });
+                };
+                let result = match body {
+                    RequestRef::Tree(tree) => payload::read_request(tree, sink),
+                    RequestRef::Row(row) => {
+                        row.read(sink);
+                        Ok(1)
+                    }
+                };
                 match result {
                     Ok(rows) => s.rows += rows as u64,
                     Err(_) => s.counters.unparsed_requests += 1,
