@@ -265,17 +265,17 @@ impl Performance {
                 if truth == predicted {
                     self.correct += 1;
                 }
-                let slot = |classes: &mut BTreeMap<String, ClassCounts>, c: String| {
-                    let key = if classes.contains_key(&c) || classes.len() < MAX_CLASSES {
+                // Beyond MAX_CLASSES distinct classes, new ones are counted as `other`.
+                let slot = |classes: &BTreeMap<String, ClassCounts>, c: String| {
+                    if classes.contains_key(&c) || classes.len() < MAX_CLASSES {
                         c
                     } else {
                         "other".to_string()
-                    };
-                    key
+                    }
                 };
-                let t = slot(&mut self.classes, truth.clone());
+                let t = slot(&self.classes, truth.clone());
                 self.classes.entry(t.clone()).or_default().actual += 1;
-                let p = slot(&mut self.classes, predicted.clone());
+                let p = slot(&self.classes, predicted.clone());
                 let entry = self.classes.entry(p.clone()).or_default();
                 entry.predicted += 1;
                 if truth == predicted && t == p {
