@@ -796,3 +796,148 @@ async fn responses_are_framed_as_the_model_sent_them() {
     let r = report(&m).await;
     assert_eq!(r.counters.upstream_errors, 1, "only the garbage answer");
 }
+
+#[tokio::test]
+async fn feedback_sent_to_another_pod_is_counted_once_and_bad_feedback_is_refused() {
+    let up = upstream().await;
+    let flags = ["--feedback", "--revision", "rev-a"];
+    let (a, b) = (
+        start_monitor(up, &flags).await,
+        start_monitor(up, &flags).await,
+    );
+    let other_revision = start_monitor(up, &["--feedback", "--revision", "rev-b"]).await;
+    let plain_monitor = start_monitor(up, &[]).await;
+
+    // Eleven predictions through pod A, each with a token; labels for ten go to pod B.
+    let mut tokens = Vec::new();
+    for i in 0..11 {
+        let amount = if i < 5 { 500.0 } else { 10.0 };
+        let answer = send(
+            "POST",
+            format!("http://{}/predict", a.serving),
+            &[("content-type", "application/json")],
+            transaction(amount),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let token = answer
+            .headers
+            .get("x-drover-prediction-token")
+            .expect("a prediction token")
+            .to_str()
+            .unwrap()
+            .to_string();
+        tokens.push((token, answer.json()["prediction"].clone()));
+    }
+    // Truth: the first 5 predicted 1 (right for 4 of them), the others predicted 0 (all right).
+    for (i, (token, prediction)) in tokens.iter().take(10).enumerate() {
+        let label = if i == 0 { json!(0) } else { prediction.clone() };
+        let answer = send(
+            "POST",
+            format!("http://{}/drover/feedback", b.serving),
+            &[("content-type", "application/json")],
+            json!({"token": token, "label": label}).to_string(),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.json());
+    }
+    let performance = report(&b).await.performance.expect("performance on pod B");
+    assert_eq!(performance.labelled, 10);
+    assert_eq!(performance.accuracy(), Some(0.9));
+    let (precision, recall, _) = performance.precision_recall_f1(Some("1")).unwrap();
+    assert!((precision - 0.8).abs() < 1e-12 && (recall - 1.0).abs() < 1e-12);
+
+    // The same feedback again (a client retry): counted once.
+    let again = send(
+        "POST",
+        format!("http://{}/drover/feedback", b.serving),
+        &[],
+        json!({"token": tokens[1].0, "label": 1}).to_string(),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    // A forged token, another revision's pod, a malformed body, a label of the wrong type.
+    let forged = format!("{}x", tokens[2].0);
+    for (monitor, body, status) in [
+        (
+            &b,
+            json!({"token": forged, "label": 1}).to_string(),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            &other_revision,
+            json!({"token": tokens[2].0, "label": 1}).to_string(),
+            StatusCode::CONFLICT,
+        ),
+        (&b, "not json".to_string(), StatusCode::BAD_REQUEST),
+        (
+            &b,
+            json!({"token": tokens[10].0, "label": 0.5}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let answer = send(
+            "POST",
+            format!("http://{}/drover/feedback", monitor.serving),
+            &[],
+            body,
+        )
+        .await;
+        assert_eq!(answer.status, status, "{:?}", answer.json());
+        assert_eq!(answer.json()["source"], "drover-monitor");
+    }
+    let performance = report(&b).await.performance.unwrap();
+    assert_eq!(performance.labelled, 10, "refused feedback counts nothing");
+    // The wrongly typed label did not spend its token: the right one is counted.
+    let fixed = send(
+        "POST",
+        format!("http://{}/drover/feedback", b.serving),
+        &[],
+        json!({"token": tokens[10].0, "label": 0}).to_string(),
+    )
+    .await;
+    assert_eq!(fixed.status, StatusCode::ACCEPTED);
+    let performance = report(&b).await.performance.unwrap();
+    assert_eq!(performance.labelled, 11);
+    for reason in ["duplicate", "forged", "malformed", "wrong_label_type"] {
+        assert_eq!(
+            performance.refused.get(reason),
+            Some(&1),
+            "{reason}: {:?}",
+            performance.refused
+        );
+    }
+    assert_eq!(
+        report(&other_revision)
+            .await
+            .performance
+            .unwrap()
+            .refused
+            .get("other_revision"),
+        Some(&1)
+    );
+    // Pod A served but got no labels; its report says nothing about performance.
+    assert!(report(&a).await.performance.is_none());
+
+    // Without --feedback: no token, and the path goes to the model untouched.
+    let answer = send(
+        "POST",
+        format!("http://{}/predict", plain_monitor.serving),
+        &[("content-type", "application/json")],
+        transaction(10.0),
+    )
+    .await;
+    assert!(answer.headers.get("x-drover-prediction-token").is_none());
+    let answer = send(
+        "POST",
+        format!("http://{}/drover/feedback", plain_monitor.serving),
+        &[],
+        json!({"token": tokens[4].0, "label": 1}).to_string(),
+    )
+    .await;
+    assert_ne!(
+        answer.json()["source"],
+        "drover-monitor",
+        "forwarded to the model"
+    );
+}

@@ -196,6 +196,29 @@ PROFILE=$TMP/artifacts/profile.json
   --metrics "$TMP/metrics.txt" --prometheus-text-out "$TMP/metrics.prom" \
   --expect-drift "$EXPECT_DRIFT" --threshold 0.2
 
+# `drover profile` on the real training CSV agrees with the profile train.py built with numpy:
+# the same bins and counts, means and standard deviations to rounding.
+"$DROVER" profile --input "$TMP/artifacts/train.csv" --target label --prediction prediction \
+  --model-version 1.0.0 >"$TMP/profile-rust.json"
+"$PY" - "$TMP/profile-rust.json" "$PROFILE" <<'PYEOF' || die "drover profile disagrees with train.py's profile"
+import json, math, sys
+ours, theirs = (json.load(open(p)) for p in sys.argv[1:3])
+assert ours["modelVersion"] == theirs["modelVersion"]
+assert [f["name"] for f in ours["features"]] == [f["name"] for f in theirs["features"]]
+for a, b in zip(ours["features"], theirs["features"]):
+    n = a["name"]
+    assert a["kind"] == b["kind"], n
+    assert a["count"] == b["count"] and a["counts"] == b["counts"], n
+    if a["kind"] == "numeric":
+        assert len(a["edges"]) == len(b["edges"]), n
+        assert all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x, y in zip(a["edges"], b["edges"])), n
+        for k in ("mean", "std"):
+            assert math.isclose(a[k], b[k], rel_tol=1e-9), (n, k)
+    else:
+        assert a["categories"] == b["categories"], n
+print(f"profile: drover profile matches train.py on {len(ours['features'])} features")
+PYEOF
+
 # The steady-state watch (issue 6), fed from this monitor's reports: the planner judges each
 # window as the operator would, with examples/retraining.yaml (consecutiveWindows 3). Windows:
 # A clean, B C D shifted. DriftDetected must come at D, on the shifted features only, and the

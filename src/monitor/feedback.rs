@@ -245,6 +245,9 @@ pub struct Performance {
     /// Regression: sum of (prediction − label)².
     #[serde(default)]
     pub sq_error_sum: f64,
+    /// Feedback refused, by reason ([`FeedbackError::as_str`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, u64>,
 }
 
 impl Performance {
@@ -313,7 +316,15 @@ impl Performance {
             e.predicted += n.predicted;
             e.actual += n.actual;
         }
+        for (reason, n) in &other.refused {
+            *out.refused.entry(reason.clone()).or_default() += n;
+        }
         out
+    }
+
+    /// Counts feedback refused for `why`.
+    pub fn refuse(&mut self, why: &FeedbackError) {
+        *self.refused.entry(why.as_str().to_string()).or_default() += 1;
     }
 
     /// What was counted since `earlier` (a report of the same monitor).
@@ -335,8 +346,19 @@ impl Performance {
             .classes
             .keys()
             .any(|c| !self.classes.contains_key(c))
+            || earlier
+                .refused
+                .keys()
+                .any(|r| !self.refused.contains_key(r))
         {
             return None;
+        }
+        let mut refused = BTreeMap::new();
+        for (r, n) in &self.refused {
+            refused.insert(
+                r.clone(),
+                sub(*n, earlier.refused.get(r).copied().unwrap_or(0))?,
+            );
         }
         Some(Performance {
             labelled: sub(self.labelled, earlier.labelled)?,
@@ -344,6 +366,7 @@ impl Performance {
             classes,
             abs_error_sum: (self.abs_error_sum - earlier.abs_error_sum).max(0.0),
             sq_error_sum: (self.sq_error_sum - earlier.sq_error_sum).max(0.0),
+            refused,
         })
     }
 

@@ -32,6 +32,15 @@ use proxy::{BelowFloor, Proxy, ProxySettings};
 use recorder::Recorder;
 use sampling::ExchangeLog;
 
+/// How feedback labels are compared with predictions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FeedbackTask {
+    /// Classes: accuracy, precision, recall, F1.
+    Classification,
+    /// Numbers: MAE, RMSE.
+    Regression,
+}
+
 /// What to do below the confidence floor.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum BelowFloorAction {
@@ -89,6 +98,20 @@ pub struct MonitorArgs {
     /// How long the model may take, e.g. `30s` (504 beyond).
     #[arg(long, env = "DROVER_MONITOR_UPSTREAM_TIMEOUT", default_value = "30s")]
     pub upstream_timeout: String,
+    /// Sign every prediction with a token (`X-Drover-Prediction-Token`) and accept
+    /// `POST /drover/feedback` with the true label (docs/monitor.md#feedback). The key is
+    /// derived from the report token file.
+    #[arg(long, env = "DROVER_MONITOR_FEEDBACK")]
+    pub feedback: bool,
+    /// The revision this pod serves (checked against feedback tokens).
+    #[arg(long, env = "DROVER_MONITOR_REVISION", default_value = "")]
+    pub revision: String,
+    /// `classification` or `regression`: how labels are compared with predictions.
+    #[arg(long, env = "DROVER_MONITOR_FEEDBACK_TASK", value_enum, default_value_t = FeedbackTask::Classification)]
+    pub feedback_task: FeedbackTask,
+    /// Oldest prediction feedback is accepted for, in seconds.
+    #[arg(long, env = "DROVER_MONITOR_FEEDBACK_MAX_AGE", default_value_t = 7 * 24 * 3600)]
+    pub feedback_max_age_seconds: i64,
     /// Confidence below which the response is rejected or replaced.
     #[arg(long, env = "DROVER_MONITOR_CONFIDENCE_FLOOR")]
     pub confidence_floor: Option<f64>,
@@ -202,6 +225,26 @@ pub fn prepare(args: &MonitorArgs) -> anyhow::Result<Prepared> {
             .map(|p| read_secret(p, "the API key"))
             .transpose()?,
         confidence_floor,
+        feedback: if args.feedback {
+            let token_file = args.report_token_file.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--feedback needs --report-token-file (the feedback key is derived from it)"
+                )
+            })?;
+            let token = read_secret(token_file, "the report token")?;
+            Some(proxy::FeedbackSettings {
+                key: feedback::key_from_monitor_token(&String::from_utf8_lossy(&token)),
+                revision: args.revision.clone(),
+                task: match args.feedback_task {
+                    FeedbackTask::Classification => feedback::Task::Classification,
+                    FeedbackTask::Regression => feedback::Task::Regression,
+                },
+                max_age_seconds: args.feedback_max_age_seconds.max(1),
+                seen: Arc::new(std::sync::Mutex::new(feedback::SeenTokens::new(100_000))),
+            })
+        } else {
+            None
+        },
     };
     let instance = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let recorder = Arc::new(Recorder::new(

@@ -38,6 +38,26 @@ pub enum Observation<'a> {
 }
 
 impl<'a> Observation<'a> {
+    /// The value as JSON (`None` for missing and unsupported values): what a prediction
+    /// token carries.
+    pub fn to_value(&self) -> Option<Value> {
+        match self {
+            Observation::Number(n) => serde_json::Number::from_f64(*n).map(|n| {
+                // Whole numbers as integers, so class 1 reads back as 1, not 1.0.
+                if n.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                {
+                    Value::from(n.as_f64().unwrap_or_default() as i64)
+                } else {
+                    Value::Number(n)
+                }
+            }),
+            Observation::Category(c) => Some(Value::String((*c).to_string())),
+            Observation::Bool(b) => Some(Value::Bool(*b)),
+            Observation::Missing | Observation::Unsupported => None,
+        }
+    }
+
     fn of(value: &'a Value) -> Self {
         match value {
             Value::Number(n) => n

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
+use super::feedback;
 use super::payload::{self, Unreadable};
 use super::recorder::{Exchange, Outcome, Recorder};
 use super::sampling::ExchangeLog;
@@ -46,7 +47,30 @@ pub struct ProxySettings {
     pub api_key: Option<Vec<u8>>,
     /// Confidence floor and what to do below it.
     pub confidence_floor: Option<(f64, BelowFloor)>,
+    /// Prediction tokens and `/drover/feedback`, when on.
+    pub feedback: Option<FeedbackSettings>,
 }
+
+/// Prediction tokens and feedback.
+#[derive(Clone, Debug)]
+pub struct FeedbackSettings {
+    /// HMAC key shared by every pod of the ModelDeployment.
+    pub key: [u8; 32],
+    /// The revision this pod serves.
+    pub revision: String,
+    /// How labels compare with predictions.
+    pub task: feedback::Task,
+    /// Oldest prediction accepted.
+    pub max_age_seconds: i64,
+    /// Tokens already counted on this pod.
+    pub seen: Arc<std::sync::Mutex<feedback::SeenTokens>>,
+}
+
+/// Largest feedback body (a token and a label).
+const MAX_FEEDBACK_BYTES: usize = 16 * 1024;
+
+/// The path feedback is posted to (answered by the monitor, never forwarded).
+pub const FEEDBACK_PATH: &str = "/drover/feedback";
 
 /// Everything a request needs.
 pub struct Proxy {
@@ -202,6 +226,13 @@ impl Proxy {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return Ok(r);
             }
+        }
+
+        if let Some(fb) = &self.settings.feedback
+            && request.method() == http::Method::POST
+            && request.uri().path() == FEEDBACK_PATH
+        {
+            return Ok(self.feedback(fb, request.into_body()).await);
         }
 
         let (mut parts, body) = request.into_parts();
@@ -384,6 +415,13 @@ impl Proxy {
                 }
             };
         }
+        if let (Some(fb), Some(Ok(value))) = (&self.settings.feedback, &parsed_response)
+            && answer.status().is_success()
+            && let Some(token) = prediction_token(fb, value)
+            && let Ok(v) = HeaderValue::from_str(&token)
+        {
+            answer.headers_mut().insert(feedback::TOKEN_HEADER, v);
+        }
         let final_status = answer.status();
         if self.log.should_log() {
             self.recorder.outcome(Outcome::Logged);
@@ -408,6 +446,92 @@ impl Proxy {
         );
         Ok(answer)
     }
+}
+
+impl Proxy {
+    /// `POST /drover/feedback`: checks the token, counts the label once, answers what happened.
+    async fn feedback(&self, fb: &FeedbackSettings, body: Incoming) -> Response<ProxyBody> {
+        let refuse = |e: feedback::FeedbackError| {
+            let _ = self.recorder.feedback(Err(&e));
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            plain(status, &e.to_string())
+        };
+        let bytes = match read_to_end(Limited::new(body, MAX_FEEDBACK_BYTES)).await {
+            Ok(b) => b,
+            Err(_) => {
+                return refuse(feedback::FeedbackError::Malformed(format!(
+                    "body unreadable or over {MAX_FEEDBACK_BYTES} bytes"
+                )));
+            }
+        };
+        let parsed = match feedback::parse(&bytes) {
+            Ok(p) => p,
+            Err(e) => return refuse(e),
+        };
+        let now = jiff::Timestamp::now().as_second();
+        let claims = match feedback::verify(
+            &fb.key,
+            &parsed.token,
+            &fb.revision,
+            now,
+            fb.max_age_seconds,
+        ) {
+            Ok(c) => c,
+            Err(e) => return refuse(e),
+        };
+        // A label that does not fit is refused before the token is spent: the client may fix
+        // it and send it again.
+        if let Err(e) =
+            feedback::Performance::default().record(fb.task, &claims.prediction, &parsed.label)
+        {
+            return refuse(e);
+        }
+        let first = fb
+            .seen
+            .lock()
+            .map(|mut seen| seen.first_time(&claims))
+            .unwrap_or(true);
+        if !first {
+            return refuse(feedback::FeedbackError::Duplicate);
+        }
+        match self
+            .recorder
+            .feedback(Ok((fb.task, &claims.prediction, &parsed.label)))
+        {
+            Ok(()) => {
+                let mut r = Response::new(full(r#"{"counted":true}"#));
+                *r.status_mut() = StatusCode::ACCEPTED;
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            Err(e) => {
+                let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                plain(status, &e.to_string())
+            }
+        }
+    }
+}
+
+/// The token for a response that carries exactly one prediction (a batch gets none: a label
+/// names one prediction).
+fn prediction_token(fb: &FeedbackSettings, response: &Value) -> Option<String> {
+    let reading = payload::read_response(response).ok()?;
+    if reading.predictions.len() != 1 {
+        return None;
+    }
+    let prediction = reading.predictions.first()?.to_value()?;
+    Some(feedback::sign(
+        &fb.key,
+        &feedback::Claims {
+            revision: fb.revision.clone(),
+            prediction,
+            time: jiff::Timestamp::now().as_second(),
+            nonce: fastrand::u64(..),
+        },
+    ))
 }
 
 /// A body's data as one buffer, trailers dropped (what `collect().to_bytes()` gives): a body

@@ -227,6 +227,7 @@ struct State {
     profiled: bool,
     prediction: Column,
     confidence: Option<FeatureHistogram>,
+    performance: Option<crate::monitor::feedback::Performance>,
 }
 
 /// The monitor's shared state.
@@ -305,7 +306,37 @@ impl Recorder {
                 profiled: profile.is_some(),
                 prediction,
                 confidence,
+                performance: None,
             }),
+        }
+    }
+
+    /// Counts one labelled prediction (or why the feedback was refused).
+    pub fn feedback(
+        &self,
+        result: Result<
+            (
+                crate::monitor::feedback::Task,
+                &serde_json::Value,
+                &serde_json::Value,
+            ),
+            &crate::monitor::feedback::FeedbackError,
+        >,
+    ) -> Result<(), crate::monitor::feedback::FeedbackError> {
+        let mut s = self.lock();
+        let performance = s.performance.get_or_insert_with(Default::default);
+        match result {
+            Ok((task, prediction, label)) => {
+                let counted = performance.record(task, prediction, label);
+                if let Err(e) = &counted {
+                    performance.refuse(e);
+                }
+                counted
+            }
+            Err(e) => {
+                performance.refuse(e);
+                Ok(())
+            }
         }
     }
 
@@ -467,6 +498,7 @@ impl Recorder {
                 .collect(),
             prediction: s.prediction.histogram().cloned(),
             confidence: s.confidence.clone(),
+            performance: s.performance.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::feedback::Performance;
 use crate::stats::{FeatureHistogram, LatencySketch, StatsError};
 
 /// Version of the report schema.
@@ -162,6 +163,9 @@ pub struct Report {
     /// Confidence (max class probability), on fixed bins of width 0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<FeatureHistogram>,
+    /// Performance from ground-truth labels (`POST /drover/feedback`), when feedback is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<Performance>,
 }
 
 /// Why two reports cannot be combined.
@@ -222,6 +226,10 @@ impl Report {
             features,
             prediction: sub(&self.prediction, &earlier.prediction)?,
             confidence: sub(&self.confidence, &earlier.confidence)?,
+            performance: match (&self.performance, &earlier.performance) {
+                (Some(now), Some(then)) => Some(now.delta(then).ok_or(ReportError::Backwards)?),
+                (now, _) => now.clone(),
+            },
         })
     }
 
@@ -254,6 +262,10 @@ impl Report {
             features,
             prediction: add(&self.prediction, &other.prediction)?,
             confidence: add(&self.confidence, &other.confidence)?,
+            performance: match (&self.performance, &other.performance) {
+                (Some(a), Some(b)) => Some(a.merge(b)),
+                (a, b) => a.clone().or_else(|| b.clone()),
+            },
         })
     }
 }

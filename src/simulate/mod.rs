@@ -186,6 +186,7 @@ impl Traffic {
                 .unwrap_or_default(),
             prediction,
             confidence,
+            performance: None,
         }
     }
 }
