@@ -88,6 +88,7 @@ fn rollout(c: &mut Criterion) {
                 canary_available: true,
                 evidence,
                 bake_window: None,
+                bake_breach: None,
                 stable_replicas: 10,
                 split: Default::default(),
                 promoted_full: true,

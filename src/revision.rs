@@ -76,6 +76,17 @@ pub fn canonical_form(spec: &ModelDeploymentSpec) -> Value {
     if !is_empty(&sidecar) {
         root.insert("sidecar".into(), sidecar);
     }
+    // Feedback changes what clients get (a token header) and what the monitor accepts: part
+    // of the revision. Thresholds are not (they only judge).
+    if let Some(performance) = &spec.monitoring.performance {
+        root.insert(
+            "feedback".into(),
+            serde_json::json!({
+                "task": performance.task,
+                "maxLabelAge": performance.max_label_age,
+            }),
+        );
+    }
     if let Some(reference) = &spec.monitoring.reference {
         let reference = prune(serde_json::to_value(reference).unwrap_or(Value::Null));
         root.insert("reference".into(), reference);
@@ -122,6 +133,25 @@ metadata: {name: fraud}
 spec:
   model: {version: "1.4.0", image: "registry.example.com/fraud:1.4.0"}
 "#;
+
+    #[test]
+    fn feedback_settings_are_part_of_the_revision_thresholds_are_not() {
+        let base = revision_of(&spec(MINIMAL));
+        let with = |perf: &str| {
+            revision_of(&spec(&format!(
+                "{MINIMAL}  monitoring: {{performance: {perf}}}\n"
+            )))
+        };
+        let on = with("{minAccuracy: 0.9}");
+        assert_ne!(on, base, "turning feedback on changes what pods do");
+        assert_eq!(
+            with("{minAccuracy: 0.5, minLabels: 10}"),
+            on,
+            "thresholds only judge"
+        );
+        assert_ne!(with("{task: Regression}"), on);
+        assert_ne!(with("{maxLabelAge: 24h}"), on);
+    }
 
     #[test]
     fn golden_hashes_are_pinned() {

@@ -265,6 +265,44 @@ fn round(v: f64) -> f64 {
     }
 }
 
+/// The performance verdict on a window: `Some(Some(why))` below a threshold, `Some(None)`
+/// within, `None` no verdict (no performance settings, or fewer than `minLabels` labels).
+pub fn performance_breach(
+    spec: Option<&crate::api::PerformanceSpec>,
+    report: Option<&Report>,
+) -> Option<Option<String>> {
+    let spec = spec?;
+    let p = report?.performance.as_ref()?;
+    if p.labelled < u64::try_from(spec.min_labels).unwrap_or(u64::MAX) {
+        return None;
+    }
+    let mut breaches = Vec::new();
+    let n = p.labelled;
+    if let (Some(min), Some(acc)) = (spec.min_accuracy, p.accuracy())
+        && acc < min
+    {
+        breaches.push(format!("accuracy {acc:.4} below {min} ({n} labels)"));
+    }
+    if let (Some(min), Some((_, _, f1))) = (
+        spec.min_f1,
+        p.precision_recall_f1(spec.positive_class.as_deref()),
+    ) && f1 < min
+    {
+        breaches.push(format!("F1 {f1:.4} below {min} ({n} labels)"));
+    }
+    if let (Some(max), Some(mae)) = (spec.max_mae, p.mae())
+        && mae > max
+    {
+        breaches.push(format!("MAE {mae:.4} above {max} ({n} labels)"));
+    }
+    if let (Some(max), Some(rmse)) = (spec.max_rmse, p.rmse())
+        && rmse > max
+    {
+        breaches.push(format!("RMSE {rmse:.4} above {max} ({n} labels)"));
+    }
+    Some((!breaches.is_empty()).then(|| breaches.join("; ")))
+}
+
 /// The SLO verdict on a window: `Some(Some(why))` breached, `Some(None)` within, `None` no
 /// verdict (too few requests, or no SLO).
 pub fn slo_breach(

@@ -679,10 +679,70 @@ pub struct MonitoringSpec {
     /// Service-level objectives of the stable revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloSpec>,
+    /// Performance from ground-truth labels: the monitors sign predictions and accept
+    /// `POST /drover/feedback`; windows below these thresholds are remediated like drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<PerformanceSpec>,
     /// The monitor sidecar in every serving pod. Part of the revision: a change rolls out
     /// like a model change.
     #[serde(default, skip_serializing_if = "SidecarSpec::is_default")]
     pub sidecar: SidecarSpec,
+}
+
+/// Performance from delayed ground truth.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("duration(self.maxLabelAge) >= duration('1m')").message("spec.monitoring.performance.maxLabelAge must be at least 1m").field_path(".maxLabelAge"),
+)]
+pub struct PerformanceSpec {
+    /// How labels compare with predictions.
+    #[serde(default)]
+    pub task: PerformanceTask,
+    /// The positive class for precision, recall and F1 (default: averaged over classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub positive_class: Option<String>,
+    /// Oldest prediction a label is accepted for.
+    #[serde(default = "default_max_label_age")]
+    pub max_label_age: GoDuration,
+    /// Labels a window needs before it is judged.
+    #[serde(default = "default_min_labels")]
+    #[schemars(range(min = 1))]
+    pub min_labels: i64,
+    /// Lowest acceptable accuracy (classification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_accuracy: Option<f64>,
+    /// Lowest acceptable F1 (classification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_f1: Option<f64>,
+    /// Highest acceptable mean absolute error (regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_mae: Option<f64>,
+    /// Highest acceptable root mean squared error (regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_rmse: Option<f64>,
+}
+
+fn default_max_label_age() -> GoDuration {
+    GoDuration::new("168h")
+}
+fn default_min_labels() -> i64 {
+    100
+}
+
+/// What labels are.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PerformanceTask {
+    /// Classes: accuracy, precision, recall, F1.
+    #[default]
+    Classification,
+    /// Numbers: MAE, RMSE.
+    Regression,
 }
 
 /// The monitor sidecar: a recording reverse proxy in front of the model container.
@@ -789,6 +849,7 @@ impl Default for MonitoringSpec {
             reference: None,
             drift: DriftSpec::default(),
             slo: None,
+            performance: None,
             sidecar: SidecarSpec::default(),
         }
     }

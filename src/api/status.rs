@@ -96,6 +96,10 @@ pub struct DriftStatus {
     /// `Degraded`, reason `SLOBreached`); cleared by a window within the SLO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_breach: Option<String>,
+    /// The performance drop of the last judged window (labels below `monitoring.performance`
+    /// thresholds); remediated like drift, cleared by a window within them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance_drop: Option<String>,
 }
 
 /// A column's drift score.

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
-    KeyToPath, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -308,6 +309,23 @@ pub fn monitor_args(md: &ModelDeployment) -> Vec<String> {
         args.push(format!("--tls-cert={TLS_DIR}/tls.crt"));
         args.push(format!("--tls-key={TLS_DIR}/tls.key"));
     }
+    if let Some(performance) = &md.spec.monitoring.performance {
+        // The revision comes from the pod's own label (DROVER_MONITOR_REVISION, downward API).
+        args.push("--feedback".into());
+        args.push(format!(
+            "--feedback-task={}",
+            match performance.task {
+                crate::api::PerformanceTask::Classification => "classification",
+                crate::api::PerformanceTask::Regression => "regression",
+            }
+        ));
+        if let Ok(age) = performance.max_label_age.parse() {
+            args.push(format!(
+                "--feedback-max-age-seconds={}",
+                age.as_secs().max(1)
+            ));
+        }
+    }
     args
 }
 
@@ -345,7 +363,26 @@ fn monitor_container(md: &ModelDeployment, image: &str) -> Container {
             port(SERVING_PORT_NAME, SERVING_PORT),
             port(ADMIN_PORT_NAME, ADMIN_PORT),
         ]),
-        env: Some(vec![env("MODEL_VERSION", md.spec.model.version.clone())]),
+        env: Some({
+            let mut e = vec![env("MODEL_VERSION", md.spec.model.version.clone())];
+            if md.spec.monitoring.performance.is_some() {
+                e.push(EnvVar {
+                    name: "DROVER_MONITOR_REVISION".into(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: format!(
+                                "metadata.labels['{}']",
+                                crate::naming::LABEL_REVISION
+                            ),
+                            ..ObjectFieldSelector::default()
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                    ..EnvVar::default()
+                });
+            }
+            e
+        }),
         resources: Some(
             sidecar
                 .resources
@@ -427,6 +464,36 @@ mod tests {
 
     fn pod(d: &Deployment) -> &PodSpec {
         d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn feedback_turns_on_the_monitor_s_tokens_with_the_pod_s_revision() {
+        let m = md("  monitoring: {performance: {task: Regression, maxLabelAge: 2h, maxMae: 3}}\n");
+        let args = monitor_args(&m);
+        assert!(args.contains(&"--feedback".to_string()));
+        assert!(args.contains(&"--feedback-task=regression".to_string()));
+        assert!(args.contains(&"--feedback-max-age-seconds=7200".to_string()));
+        let d = build(&m, "abc", Some(1), "m:1");
+        let monitor = &pod(&d).init_containers.as_ref().unwrap()[0];
+        let revision = monitor
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "DROVER_MONITOR_REVISION")
+            .unwrap();
+        assert_eq!(
+            revision
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.labels['drover.dev/revision']"
+        );
+        assert!(!monitor_args(&md("")).contains(&"--feedback".to_string()));
     }
 
     #[test]

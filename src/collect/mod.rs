@@ -144,7 +144,11 @@ pub fn steady_window(md: &ModelDeployment, now: jiff::Timestamp) -> Option<Windo
         )
     }) || status.canary.is_some();
     let monitoring = &md.spec.monitoring;
-    if in_flight || (monitoring.reference.is_none() && monitoring.slo.is_none()) {
+    if in_flight
+        || (monitoring.reference.is_none()
+            && monitoring.slo.is_none()
+            && monitoring.performance.is_none())
+    {
         return None;
     }
     let length = monitoring

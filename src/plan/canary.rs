@@ -121,6 +121,11 @@ impl Planner<'_> {
                 profile: evidence.profile.as_deref(),
             },
             bake_window: evidence.bake.as_ref(),
+            bake_breach: crate::watch::performance_breach(
+                md.spec.monitoring.performance.as_ref(),
+                evidence.bake.as_ref(),
+            )
+            .flatten(),
             stable_replicas,
             split,
             promoted_full,

@@ -152,7 +152,12 @@ impl Planner<'_> {
         state.starts = retrain::prune_starts(&state.starts, self.now);
 
         // 3. Start one?
-        let drift = self.status.drift.as_ref().is_some_and(|d| d.detected)
+        // A performance drop measured from labels is remediated like drift.
+        let drift = self
+            .status
+            .drift
+            .as_ref()
+            .is_some_and(|d| d.detected || d.performance_drop.is_some())
             && md.spec.remediation.on_drift == DriftAction::Retrain;
         let generation = md.metadata.generation.unwrap_or(0);
         let decision = retrain::decide(
@@ -196,7 +201,12 @@ impl Planner<'_> {
                     warning: false,
                     reason: retraining_reason::STARTED,
                     note: format!(
-                        "started retraining Job {name}: drift declared on the serving revision"
+                        "started retraining Job {name}: {} on the serving revision",
+                        if self.status.drift.as_ref().is_some_and(|d| d.detected) {
+                            "drift declared"
+                        } else {
+                            "performance dropped"
+                        }
                     ),
                 });
             }
@@ -401,6 +411,7 @@ impl Planner<'_> {
             "features": drift.features,
             "prediction": drift.prediction,
             "confidenceDrop": drift.confidence_drop,
+            "performanceDrop": drift.performance_drop,
         })
         .to_string()
     }

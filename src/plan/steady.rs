@@ -32,6 +32,10 @@ pub mod steady_reason {
     pub const SLO_BREACHED: &str = "SLOBreached";
     /// A window was within the SLO again.
     pub const SLO_RECOVERED: &str = "SLORecovered";
+    /// Performance from labels fell below `monitoring.performance` thresholds.
+    pub const PERFORMANCE_DROPPED: &str = "PerformanceDropped";
+    /// Performance meets its thresholds again.
+    pub const PERFORMANCE_RECOVERED: &str = "PerformanceRecovered";
 }
 
 impl Planner<'_> {
@@ -39,7 +43,10 @@ impl Planner<'_> {
     pub(super) fn steady_state(&mut self, old: &ModelDeploymentStatus, valid: &Validated) {
         let md = self.md;
         let monitoring = &md.spec.monitoring;
-        if monitoring.reference.is_none() && monitoring.slo.is_none() {
+        if monitoring.reference.is_none()
+            && monitoring.slo.is_none()
+            && monitoring.performance.is_none()
+        {
             // Nothing to watch for.
             self.status.drift = None;
             conditions::remove(&mut self.status.conditions, DRIFT_DETECTED);
@@ -143,11 +150,46 @@ impl Planner<'_> {
                 }
                 _ => {}
             }
+            match watch::performance_breach(monitoring.performance.as_ref(), window.report.as_ref())
+            {
+                Some(Some(why)) if next.performance_drop.is_none() => {
+                    self.announcements.push(Notice {
+                        warning: true,
+                        reason: steady_reason::PERFORMANCE_DROPPED,
+                        note: format!("revision {}: {why}", stable.hash),
+                    });
+                    next.performance_drop = Some(why);
+                }
+                Some(None) if next.performance_drop.is_some() => {
+                    self.announcements.push(Notice {
+                        warning: false,
+                        reason: steady_reason::PERFORMANCE_RECOVERED,
+                        note: format!(
+                            "revision {} meets its performance thresholds again",
+                            stable.hash
+                        ),
+                    });
+                    next.performance_drop = None;
+                }
+                _ => {}
+            }
             self.watch = Some(judged);
             state = Some(next);
         }
         let state = state.unwrap_or_else(|| watch::start(&stable.hash));
         self.drift_condition(&state, profile_problem);
+        if let Some(why) = &state.performance_drop
+            && !self.degraded()
+        {
+            self.condition(
+                DEGRADED,
+                ConditionStatus::True,
+                steady_reason::PERFORMANCE_DROPPED,
+                why.clone(),
+            );
+            self.status.phase = Some(Phase::Degraded);
+            self.status.message = Some(format!("performance dropped: {why}"));
+        }
         if let Some(why) = &state.slo_breach
             && !self.degraded()
         {

@@ -245,3 +245,58 @@ fn unreachable_monitors_in_steady_state_are_a_condition_and_hold_the_watch() {
     assert_eq!(p.watch, Some(Judged::NoReports));
     assert_eq!(p.status.drift.as_ref().unwrap().drifted_windows, 0);
 }
+
+#[test]
+fn a_performance_drop_from_labels_degrades_and_starts_retraining_like_drift() {
+    let mut m = md(&format!(
+        "{WATCHED}    performance: {{minLabels: 100, minAccuracy: 0.9}}\n  remediation:\n    onDrift: Retrain\n    retraining:\n      jobTemplate: {{spec: {{template: {{spec: {{containers: [{{name: t, image: t}}]}}}}}}}}\n"
+    ));
+    let rev = revision_of(&m.spec);
+    let mut observed = Observed {
+        reference: ReferenceState::Found,
+        evidence: ObservedEvidence {
+            profile: Some(Arc::new(fraud_profile())),
+            ..ObservedEvidence::default()
+        },
+        ..Observed::default()
+    };
+    for _ in 0..3 {
+        let p = settle(&mut m, &observed, at(0));
+        observed = apply_plan(&observed, &p, &[&rev]);
+    }
+    // Clean inputs (a threshold nothing reaches), but labels say accuracy is 0.6.
+    m.spec.monitoring.drift.threshold = 1e9;
+    let mut report = fraud_traffic(1000, 50.0, 0.9, 0, 5);
+    let mut performance = crate::monitor::feedback::Performance::default();
+    for i in 0..200 {
+        let truth = if i % 5 < 3 { 1 } else { 0 };
+        performance
+            .record(
+                crate::monitor::feedback::Task::Classification,
+                &serde_json::json!(1),
+                &serde_json::json!(truth),
+            )
+            .unwrap();
+    }
+    report.performance = Some(performance);
+    let p = settle(&mut m, &window(&observed, Some(report)), at(900));
+    let c = condition(&p, DEGRADED);
+    assert_eq!(c.status, ConditionStatus::True);
+    assert_eq!(c.reason, steady_reason::PERFORMANCE_DROPPED);
+    assert!(
+        c.message.contains("accuracy 0.6000 below 0.9"),
+        "{}",
+        c.message
+    );
+    assert!(reasons(&p).contains(&steady_reason::PERFORMANCE_DROPPED));
+    assert!(
+        p.actions.iter().any(|a| matches!(a, Action::CreateJob(_))),
+        "remediated like drift: a retraining Job"
+    );
+    assert!(!p.status.drift.as_ref().unwrap().detected, "no input drift");
+    // Too few labels: no verdict, the drop holds.
+    let mut few = fraud_traffic(1000, 50.0, 0.9, 0, 5);
+    few.performance = Some(crate::monitor::feedback::Performance::default());
+    let p = settle(&mut m, &window(&observed, Some(few)), at(1800));
+    assert!(p.status.drift.as_ref().unwrap().performance_drop.is_some());
+}

@@ -147,6 +147,9 @@ pub struct Tick<'a> {
     pub evidence: Evidence<'a>,
     /// The promoted revision's traffic since promotion (bake window).
     pub bake_window: Option<&'a Report>,
+    /// A breach of the bake window judged outside the machine (performance from labels,
+    /// `monitoring.performance`): rolls back like an SLO breach.
+    pub bake_breach: Option<String>,
     /// Stable's current replicas (the HPA's choice, or `spec.replicas`).
     pub stable_replicas: i32,
     /// How traffic is split (sizes the canary, gives the actual weight).
@@ -315,7 +318,8 @@ pub fn tick(t: &Tick<'_>) -> Decision {
         let abort = fresh(&t.controls.abort, &state.controls.abort).cloned();
         let breach = t
             .bake_window
-            .and_then(|w| bake_breach(w, t.bake, t.analysis.min_requests));
+            .and_then(|w| bake_breach(w, t.bake, t.analysis.min_requests))
+            .or_else(|| t.bake_breach.clone());
         if let (Some(previous), Some(why)) = (
             previous.clone(),
             abort

@@ -60,6 +60,8 @@ struct World {
     controls: Controls,
     now: i64,
     reasons: Vec<&'static str>,
+    /// A bake breach judged outside the machine (performance from labels).
+    bake_breach: Option<String>,
 }
 
 fn world() -> World {
@@ -81,6 +83,7 @@ fn world() -> World {
         },
         state: None,
         controls: Controls::default(),
+        bake_breach: None,
         now: 0,
         reasons: Vec::new(),
     }
@@ -121,6 +124,7 @@ impl World {
                 profile: None,
             },
             bake_window,
+            bake_breach: self.bake_breach.clone(),
             stable_replicas: 10,
             split: Default::default(),
             promoted_full: true,
@@ -370,6 +374,25 @@ fn a_breach_in_the_bake_window_points_traffic_back() {
         "traffic back to the warm previous revision"
     );
     assert!(w.reasons.contains(&reason::BAKE_ROLLBACK));
+}
+
+#[test]
+fn a_performance_drop_in_the_bake_window_rolls_back_too() {
+    let r = reports();
+    let mut w = world();
+    w.tick(0, Traffic::Healthy, &r);
+    w.controls.promote = Some("go".into());
+    w.tick(10, Traffic::Healthy, &r);
+    assert_eq!(w.stable.hash, "new");
+    w.bake_breach = Some("accuracy 0.71 below 0.9 (300 labels)".into());
+    let d = w.tick(30, Traffic::Healthy, &r);
+    assert_eq!(d.stable.as_deref(), Some("old"));
+    assert!(w.reasons.contains(&reason::BAKE_ROLLBACK));
+    assert!(
+        w.state.as_ref().unwrap().reason.contains("accuracy 0.71"),
+        "{:?}",
+        w.state
+    );
 }
 
 #[test]
