@@ -152,7 +152,61 @@ fn status_body(out: &mut String, status: &ModelDeploymentStatus) {
         Some(j) => judgement(out, j),
         None => labelled(out, "Judgement", "none yet"),
     }
+    steady(out, status);
     conditions(out, &status.conditions);
+}
+
+/// The steady-state watch and retraining, when there are any.
+fn steady(out: &mut String, status: &ModelDeploymentStatus) {
+    if let Some(d) = &status.drift {
+        let mut line = if d.detected {
+            let features: Vec<String> = d
+                .features
+                .iter()
+                .filter(|f| f.drifted)
+                .map(|f| format!("{} {}", f.name, number(Some(f.score))))
+                .collect();
+            format!("DETECTED on {}", features.join(", "))
+        } else {
+            format!(
+                "none ({} drifted / {} clean windows in a row)",
+                d.drifted_windows, d.clean_windows
+            )
+        };
+        if let Some(since) = &d.since {
+            line.push_str(&format!(", since {}", since.0));
+        }
+        labelled(out, "Drift", &line);
+        if let Some(why) = &d.slo_breach {
+            labelled(out, "SLO", &format!("breached: {why}"));
+        }
+        if let Some(why) = &d.performance_drop {
+            labelled(out, "Performance", &format!("dropped: {why}"));
+        }
+    }
+    if let Some(r) = &status.retraining {
+        let line = match (&r.active, &r.last) {
+            (Some(a), _) => format!("running {} ({})", a.job, a.reason),
+            (None, Some(l)) => format!("last {} {}: {}", l.job, l.result, l.message),
+            (None, None) => "no run yet".to_string(),
+        };
+        labelled(out, "Retraining", &line);
+        if let Some(held) = &r.held {
+            labelled(out, "Held", held);
+        }
+        if let Some(c) = r.candidates.first() {
+            labelled(
+                out,
+                "Candidate",
+                &format!("{} {}: {}", c.version, c.verdict, c.reason),
+            );
+        }
+    }
+    if let Some(b) = &status.batch
+        && let Some(l) = &b.last
+    {
+        labelled(out, "Batch", &format!("last {} {}", l.job, l.result));
+    }
 }
 
 fn judgement(out: &mut String, j: &Judgement) {
@@ -469,6 +523,44 @@ mod tests {
             ["Judgement:", "none", "yet"]
         );
         assert_eq!(words(line(&text, "Conditions:")), ["Conditions:", "none"]);
+    }
+
+    #[test]
+    fn status_shows_drift_retraining_and_the_last_candidate() {
+        let mut s = failing();
+        s.drift = Some(crate::api::DriftStatus {
+            revision: "7d9f8c6b5a".into(),
+            drifted_windows: 3,
+            detected: true,
+            features: vec![crate::api::FeatureScore {
+                name: "amount".into(),
+                score: 1.25,
+                drifted: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        s.retraining = Some(crate::api::RetrainingStatus {
+            held: Some("cooldown until 2025-06-14T16:15:00Z".into()),
+            last: Some(crate::api::RetrainingRun {
+                job: "fraud-retrain-1".into(),
+                reason: "Drift".into(),
+                result: "Succeeded".into(),
+                message: "reported model version 2.1.0".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let text = status(&model(Some(s)));
+        assert!(
+            line(&text, "Drift:").contains("DETECTED on amount 1.25"),
+            "{text}"
+        );
+        assert!(
+            line(&text, "Retraining:").contains("fraud-retrain-1 Succeeded"),
+            "{text}"
+        );
+        assert!(line(&text, "Held:").contains("cooldown"), "{text}");
     }
 
     #[test]
