@@ -1181,7 +1181,7 @@ struct FakeKubelets {
 
 impl FakeKubelets {
     async fn start(client: &Client, namespace: &str, model: &str) -> Self {
-        Self::start_with_profile(client, namespace, model, None).await
+        Self::start_with(client, namespace, model, None, false).await
     }
 
     /// As [`start`](Self::start), each monitor with `--profile <profile>` when given.
@@ -1190,6 +1190,24 @@ impl FakeKubelets {
         namespace: &str,
         model: &str,
         profile: Option<PathBuf>,
+    ) -> Self {
+        Self::start_with(client, namespace, model, profile, false).await
+    }
+
+    /// As [`start`](Self::start), each monitor with `--feedback --revision <the pod's
+    /// drover.dev/revision label>`, as the operator runs it with `spec.monitoring.performance`.
+    async fn start_with_feedback(client: &Client, namespace: &str, model: &str) -> Self {
+        Self::start_with(client, namespace, model, None, true).await
+    }
+
+    /// The stand-ins' monitors: with `profile`, `--profile <profile>`; with `feedback`,
+    /// `--feedback --revision <revision label>`.
+    async fn start_with(
+        client: &Client,
+        namespace: &str,
+        model: &str,
+        profile: Option<PathBuf>,
+        feedback: bool,
     ) -> Self {
         let good = model_server(false).await;
         let bad = model_server(true).await;
@@ -1262,6 +1280,9 @@ impl FakeKubelets {
                     if let Some(profile) = &profile {
                         command.arg("--profile").arg(profile);
                     }
+                    if feedback {
+                        command.args(["--feedback", "--revision", revision.as_str()]);
+                    }
                     let child = command
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null())
@@ -1312,6 +1333,14 @@ impl FakeKubelets {
         if let Ok(mut f) = self.failing.lock() {
             f.insert(revision.to_string());
         }
+    }
+
+    /// The addresses of the stand-ins serving now (each a pod that is Ready), by pod name.
+    fn addresses(&self) -> Vec<std::net::IpAddr> {
+        self.pods
+            .lock()
+            .map(|p| p.values().map(|s| s.ip).collect())
+            .unwrap_or_default()
     }
 
     /// Sends `n` predictions through every stand-in's monitor.
@@ -2650,5 +2679,735 @@ async fn a_held_out_csv_profiles_correctly() {
     );
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     expect_event(&events, "fraud-next", "ProfileVersionMismatch").await;
+    operator.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications, batch scoring and performance from labels (issue 7).
+// ---------------------------------------------------------------------------------------------
+
+type Secret = k8s_openapi::api::core::v1::Secret;
+
+/// The Secret holding the webhook URL, and its key.
+const WEBHOOK_SECRET: &str = "drover-webhook";
+const WEBHOOK_KEY: &str = "url";
+
+/// A webhook receiver on loopback: every body posted to `/hook` is kept, in arrival order, and
+/// answered 200.
+struct WebhookReceiver {
+    addr: SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    task: JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    async fn start() -> Self {
+        use axum::routing::post;
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+        let keep = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |body: axum::body::Bytes| {
+                let keep = keep.clone();
+                async move {
+                    let value = serde_json::from_slice::<Value>(&body).unwrap_or_else(
+                        |_| json!({"unparsable": String::from_utf8_lossy(&body).to_string()}),
+                    );
+                    if let Ok(mut kept) = keep.lock() {
+                        kept.push(value);
+                    }
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port for the webhook receiver");
+        let addr = listener.local_addr().expect("its address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Everything received so far, in arrival order.
+    fn received(&self) -> Vec<Value> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Creates (or replaces the URL of) the webhook Secret.
+async fn set_webhook_url(secrets: &Api<Secret>, url: &str) {
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": WEBHOOK_SECRET},
+        "type": "Opaque",
+        "stringData": {WEBHOOK_KEY: url},
+    });
+    secrets
+        .patch(
+            WEBHOOK_SECRET,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("Secret {WEBHOOK_SECRET} was refused: {e}"));
+}
+
+/// Index of the first notification of `event` for model `name` at `version`.
+fn position(received: &[Value], event: &str, name: &str, version: &str) -> Option<usize> {
+    received.iter().position(|n| {
+        n["event"] == event && n["model"]["name"] == name && n["model"]["version"] == version
+    })
+}
+
+/// Notifications reach a local receiver (the operator runs in-process, so loopback works): a
+/// canary rollout to version 2.0.0 posts RolloutStarted, then Promoted, with the model's
+/// namespace, name and version, and condition NotificationsDelivered is True. Once the Secret
+/// names a port nobody listens on (and the URL cache of 60s has expired), the next rollout's
+/// notifications fail: NotificationsDelivered=False with reason WebhookDeliveryFailed, nothing
+/// of version 3.0.0 reaches the old receiver, and reconciles go on (observedGeneration follows
+/// a spec change promptly while deliveries are being retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_reach_a_local_webhook_in_order_and_a_dead_one_is_a_condition() {
+    use drover::conditions::NOTIFICATIONS_DELIVERED;
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "notify").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+    let receiver = WebhookReceiver::start().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    set_webhook_url(&secrets, &receiver.url()).await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+    let name = "fraud";
+    let kubelets = FakeKubelets::start(&client, ns, name).await;
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let (models, kubelets, receiver) = (&models, &kubelets, &receiver);
+
+    let mut spec = canary_model();
+    spec["notifications"] = json!({
+        "webhook": {"urlSecretRef": {"name": WEBHOOK_SECRET, "key": WEBHOOK_KEY}},
+    });
+    let created = models
+        .create(&post_params(), &model_deployment(name, spec))
+        .await
+        .expect("the ModelDeployment is created");
+    let rev1 = revision_of(&created.spec);
+    let r1 = rev1.as_str();
+    eventually(
+        &format!(
+            "revision {r1} serves (pods made Ready by the stand-ins; needs kube-controller-manager)"
+        ),
+        Duration::from_secs(120),
+        || async move {
+            let status = models.get(name).await.ok()?.status?;
+            (status.stable.is_some_and(|s| s.hash == r1) && status.phase == Some(Phase::Healthy))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A canary rollout to version 2.0.0, promoted.
+    models
+        .patch(
+            name,
+            &patch_params(),
+            &Patch::Merge(json!({"spec": {"model": {"version": "2.0.0", "image": IMAGE_2}}})),
+        )
+        .await
+        .expect("version 2 is accepted");
+    let rev2 = revision_of(&models.get(name).await.expect("the ModelDeployment").spec);
+    let r2 = rev2.as_str();
+    eventually(
+        &format!("the canary {r2} is promoted"),
+        Duration::from_secs(180),
+        || async move {
+            kubelets.traffic(10).await;
+            let status = models.get(name).await.ok()?.status?;
+            (status.stable.as_ref().is_some_and(|s| s.hash == r2)
+                && status.phase == Some(Phase::Healthy)
+                && status
+                    .history
+                    .first()
+                    .is_some_and(|h| h.outcome == "Promoted"))
+            .then_some(())
+        },
+    )
+    .await;
+    let received = eventually(
+        "the receiver gets RolloutStarted and Promoted of version 2.0.0",
+        Duration::from_secs(30),
+        || async move {
+            let received = receiver.received();
+            (position(&received, "Promoted", name, "2.0.0").is_some()
+                && position(&received, "RolloutStarted", name, "2.0.0").is_some())
+            .then_some(received)
+        },
+    )
+    .await;
+    let started = position(&received, "RolloutStarted", name, "2.0.0").expect("RolloutStarted");
+    let promoted = position(&received, "Promoted", name, "2.0.0").expect("Promoted");
+    assert!(
+        started < promoted,
+        "RolloutStarted must arrive before Promoted: {received:#?}"
+    );
+    for n in [&received[started], &received[promoted]] {
+        assert_eq!(n["version"], 1, "{n}");
+        assert_eq!(n["model"]["namespace"], ns, "{n}");
+        assert_eq!(n["model"]["name"], name, "{n}");
+        assert_eq!(n["model"]["version"], "2.0.0", "{n}");
+        assert!(
+            n["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "the Event reason is given: {n}"
+        );
+        assert!(
+            n["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "the Event's text is given: {n}"
+        );
+        assert_eq!(n["severity"], "info", "{n}");
+    }
+    eventually(
+        "condition NotificationsDelivered=True with reason Delivered",
+        Duration::from_secs(60),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            condition_is(
+                &md,
+                NOTIFICATIONS_DELIVERED,
+                ConditionStatus::True,
+                Some("Delivered"),
+            )
+            .then_some(())
+        },
+    )
+    .await;
+
+    // The Secret now names a port nobody listens on. The operator reads the URL at most once a
+    // minute: while the last read may still be fresh, nothing happens and nothing fails.
+    let dead = format!("http://127.0.0.1:{}/hook", free_port());
+    set_webhook_url(&secrets, &dead).await;
+    holds(
+        &format!(
+            "revision {r2} serves, Healthy, and NotificationsDelivered is not False (nothing to \
+             send) while the cached URL expires"
+        ),
+        Duration::from_secs(62),
+        || async move {
+            let Ok(md) = models.get(name).await else {
+                return Ok(());
+            };
+            let status = md.status.clone().unwrap_or_default();
+            let serves = status.stable.as_ref().is_some_and(|s| s.hash == r2)
+                && status.phase == Some(Phase::Healthy);
+            if !serves {
+                return Err(format!(
+                    "stable {:?}, phase {:?}",
+                    status.stable, status.phase
+                ));
+            }
+            if condition_is(&md, NOTIFICATIONS_DELIVERED, ConditionStatus::False, None) {
+                return Err(format!("{:?}", condition(&md, NOTIFICATIONS_DELIVERED)));
+            }
+            Ok(())
+        },
+    )
+    .await;
+
+    // The next rollout's notifications go to the dead port and fail (5 attempts, ~15s).
+    models
+        .patch(
+            name,
+            &patch_params(),
+            &Patch::Merge(json!({"spec": {"model": {"version": "3.0.0", "image": IMAGE_1}}})),
+        )
+        .await
+        .expect("version 3 is accepted");
+    let md = eventually(
+        "condition NotificationsDelivered=False with reason WebhookDeliveryFailed (the URL cache \
+         expired, the receiver is gone, retries are exhausted)",
+        Duration::from_secs(180),
+        || async move {
+            kubelets.traffic(10).await;
+            let md = models.get(name).await.ok()?;
+            condition_is(
+                &md,
+                NOTIFICATIONS_DELIVERED,
+                ConditionStatus::False,
+                Some("WebhookDeliveryFailed"),
+            )
+            .then_some(md)
+        },
+    )
+    .await;
+    let failed = condition(&md, NOTIFICATIONS_DELIVERED).expect("NotificationsDelivered");
+    assert!(
+        failed.message.contains("not delivered"),
+        "the condition says how many failed and why: {failed:?}"
+    );
+    let late: Vec<Value> = receiver
+        .received()
+        .into_iter()
+        .filter(|n| n["model"]["version"] == "3.0.0")
+        .collect();
+    assert!(
+        late.is_empty(),
+        "notifications of version 3.0.0 reached the receiver the Secret no longer names: {late:?}"
+    );
+
+    // Reconciles go on: a spec change is observed promptly.
+    let changed = models
+        .patch(
+            name,
+            &patch_params(),
+            &Patch::Merge(json!({"spec": {"notifications": {
+                "events": ["RolloutStarted", "Promoted", "RolledBack"],
+            }}})),
+        )
+        .await
+        .expect("the notifications change is accepted");
+    let generation = changed.metadata.generation.expect("a generation");
+    assert!(
+        generation > created.metadata.generation.unwrap_or(0),
+        "the change bumps the generation"
+    );
+    let observed_at = Instant::now();
+    eventually(
+        &format!("status.observedGeneration reaches {generation} while deliveries fail"),
+        Duration::from_secs(20),
+        || async move {
+            let status = models.get(name).await.ok()?.status?;
+            (status.observed_generation >= Some(generation)).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "spec change → observedGeneration with a dead receiver: {:.1}s",
+        observed_at.elapsed().as_secs_f64()
+    );
+    operator.stop().await;
+}
+
+/// The cron schedule of the batch test: 03:17 on 29 February, so the CronJob controller does
+/// not start a run of its own while the test runs.
+const BATCH_SCHEDULE: &str = "17 3 29 2 *";
+
+/// `spec.batch` makes CronJob `<name>-batch`, controlled by the ModelDeployment, on the given
+/// schedule, whose pods pass Pod Security `restricted` (server-side dry run) and are not
+/// selected by the model's Service. A run made from it by hand (as `kubectl create job
+/// --from=cronjob/...` does), completed by the test playing its pod's kubelet and the Job
+/// controller, is recorded (`status.batch.last.result: Succeeded`) and announced
+/// (`BatchRunSucceeded`). Removing `spec.batch` deletes the CronJob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_scoring_cron_job_is_created_restricted_and_removed_with_the_spec() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "batch").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+    let name = "fraud";
+    let cron_name = format!("{name}-batch");
+    let cron_name = cron_name.as_str();
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let cron_jobs: Api<k8s_openapi::api::batch::v1::CronJob> = Api::namespaced(client.clone(), ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let (models, cron_jobs, jobs, pods, events) = (&models, &cron_jobs, &jobs, &pods, &events);
+
+    let mut spec = pause_model(0);
+    spec["pod"] = json!({"nodeSelector": pinned()});
+    spec["batch"] = json!({
+        "schedule": BATCH_SCHEDULE,
+        "input": "s3://fraud/transactions/",
+        "output": "s3://fraud/scores/",
+    });
+    let created = models
+        .create(&post_params(), &model_deployment(name, spec))
+        .await
+        .expect("the ModelDeployment is created");
+    let uid = created.uid().expect("a created object has a uid");
+
+    let cron = eventually(
+        &format!("CronJob {cron_name} exists"),
+        Duration::from_secs(60),
+        || async move { cron_jobs.get_opt(cron_name).await.ok()? },
+    )
+    .await;
+    assert_controlled_by(&cron, &format!("CronJob {cron_name}"), &uid);
+    let cron_spec = cron.spec.clone().expect("a CronJob has a spec");
+    assert_eq!(cron_spec.schedule, BATCH_SCHEDULE);
+    let template = cron_spec.job_template.clone();
+    let job_labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        job_labels.get(LABEL_MODEL).map(String::as_str),
+        Some(name),
+        "{job_labels:?}"
+    );
+    assert!(
+        job_labels.contains_key(drover::naming::LABEL_BATCH),
+        "{job_labels:?}"
+    );
+    let job_spec = template.spec.clone().expect("a job template spec");
+    let pod_labels = job_spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    assert!(
+        !pod_labels.contains_key(LABEL_MODEL),
+        "a batch pod must not carry {LABEL_MODEL} (the model's Service would select it): {pod_labels:?}"
+    );
+    assert_eq!(
+        pod_labels
+            .get(drover::naming::LABEL_BATCH_OF)
+            .map(String::as_str),
+        Some(name),
+        "{pod_labels:?}"
+    );
+
+    // A run from the CronJob, as `kubectl create job --from=cronjob/fraud-batch` makes one.
+    let job_name = format!("{name}-batch-by-hand");
+    let j = job_name.as_str();
+    let cron_uid = cron.uid().expect("a stored CronJob has a uid");
+    let job = Job {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(job_name.clone()),
+            labels: Some(job_labels.clone()),
+            annotations: Some(BTreeMap::from([(
+                "cronjob.kubernetes.io/instantiate".to_string(),
+                "manual".to_string(),
+            )])),
+            owner_references: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "batch/v1".into(),
+                    kind: "CronJob".into(),
+                    name: cron_name.into(),
+                    uid: cron_uid,
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                },
+            ]),
+            ..Default::default()
+        },
+        spec: Some(job_spec),
+        status: None,
+    };
+    assert_template_admitted(&client, ns, &job).await;
+    jobs.create(&post_params(), &job)
+        .await
+        .unwrap_or_else(|e| panic!("Job {j} from the CronJob's template was refused: {e}"));
+    finish_training_pod(pods, j, "").await;
+    expect_complete(jobs, j).await;
+    let md = eventually(
+        &format!("status.batch.last records the run of Job {j}"),
+        Duration::from_secs(60),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            let last = md.status.as_ref()?.batch.as_ref()?.last.as_ref()?;
+            (last.job == j).then_some(md)
+        },
+    )
+    .await;
+    let batch = md
+        .status
+        .as_ref()
+        .and_then(|s| s.batch.clone())
+        .expect("status.batch");
+    let last = batch.last.clone().expect("status.batch.last");
+    assert_eq!(last.result, "Succeeded", "{batch:?}");
+    assert!(batch.last_success.is_some(), "{batch:?}");
+    assert_eq!(batch.active, None, "{batch:?}");
+    let succeeded = expect_event(events, name, "BatchRunSucceeded").await;
+    assert!(
+        succeeded
+            .iter()
+            .any(|e| e.note.as_deref().is_some_and(|n| n.contains(j))),
+        "{succeeded:?}"
+    );
+
+    // Without spec.batch, no CronJob.
+    models
+        .patch(
+            name,
+            &patch_params(),
+            &Patch::Merge(json!({"spec": {"batch": null}})),
+        )
+        .await
+        .expect("removing spec.batch is accepted");
+    eventually(
+        &format!("CronJob {cron_name} is deleted once spec.batch is removed"),
+        Duration::from_secs(60),
+        || async move {
+            cron_jobs
+                .get_opt(cron_name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    operator.stop().await;
+}
+
+/// One HTTP/1.1 POST of a JSON body: the status code and the whole answer (headers and body),
+/// or `None` within 2s.
+async fn http_post_answer(addr: SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        let text = String::from_utf8_lossy(&answer).to_string();
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, text))
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Value of header `name` (any case) in an HTTP/1.1 answer.
+fn header_value(answer: &str, name: &str) -> Option<String> {
+    let head = answer.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
+}
+
+/// One prediction through the monitor at `ip`: its prediction token, if it gave one.
+async fn predict_for_token(ip: std::net::IpAddr) -> Option<String> {
+    let (code, answer) =
+        http_post_answer(SocketAddr::new(ip, 8000), "/predict", "{\"amount\": 12.5}").await?;
+    (code == 200)
+        .then(|| header_value(&answer, drover::monitor::feedback::TOKEN_HEADER))
+        .flatten()
+}
+
+/// Posts `label` for `token` to the feedback endpoint of the monitor at `ip`: the status code.
+async fn post_feedback(ip: std::net::IpAddr, token: &str, label: Value) -> Option<u16> {
+    let body = json!({"token": token, "label": label}).to_string();
+    http_post_answer(
+        SocketAddr::new(ip, 8000),
+        drover::monitor::proxy::FEEDBACK_PATH,
+        &body,
+    )
+    .await
+    .map(|(code, _)| code)
+}
+
+/// Labels fed back to another pod of the revision than the one that predicted (the key is
+/// derived from the shared monitor token, so any pod verifies) are counted: 202. A forged
+/// token is refused (401), and the same token twice is refused the second time (409). Labels
+/// that mostly disagree with the predictions (accuracy 0.1 < minAccuracy 0.9, at least
+/// minLabels 20 per 10s window) make the steady-state watch declare the drop: Degraded=True
+/// with reason PerformanceDropped and an Event PerformanceDropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_fed_back_to_another_pod_degrade_the_model_and_feedback_is_refused_when_forged() {
+    let Some(kubeconfig) = kubeconfig_path() else {
+        return;
+    };
+    init_logging();
+    let client = client_from(&kubeconfig).await;
+    let namespace = TestNamespace::create(&client, &kubeconfig, "labels").await;
+    let ns = namespace.name.as_str();
+    install_crds(&client, ns).await;
+    let mut operator = Operator::start(&client, ns);
+    operator.wait_ready().await;
+    let name = "fraud";
+    let kubelets = FakeKubelets::start_with_feedback(&client, ns, name).await;
+    let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let (models, events, kubelets) = (&models, &events, &kubelets);
+
+    let spec = json!({
+        "model": {"version": "1.0.0", "image": IMAGE_1, "healthPath": "/", "port": 8080},
+        "replicas": 2,
+        "pod": {"nodeSelector": pinned()},
+        "rollout": {"strategy": "Immediate"},
+        "monitoring": {
+            "scrapeInterval": "5s",
+            "window": "10s",
+            "performance": {"minLabels": 20, "minAccuracy": 0.9},
+        },
+    });
+    let created = models
+        .create(&post_params(), &model_deployment(name, spec))
+        .await
+        .expect("the ModelDeployment is created");
+    let rev = revision_of(&created.spec);
+    let r = rev.as_str();
+    let ips = eventually(
+        &format!(
+            "revision {r} serves on two pods made Ready by stand-ins with feedback on (needs \
+             kube-controller-manager)"
+        ),
+        Duration::from_secs(120),
+        || async move {
+            let status = models.get(name).await.ok()?.status?;
+            let ips = kubelets.addresses();
+            (status.stable.is_some_and(|s| s.hash == r)
+                && status.phase == Some(Phase::Healthy)
+                && ips.len() == 2)
+                .then_some(ips)
+        },
+    )
+    .await;
+    let (a, b) = (ips[0], ips[1]);
+
+    // A prediction through pod A carries a token; its label, posted to pod B, is counted once.
+    let token = eventually(
+        &format!("a prediction through the monitor at {a} carries a prediction token"),
+        Duration::from_secs(20),
+        || async move { predict_for_token(a).await },
+    )
+    .await;
+    assert_eq!(
+        post_feedback(b, &token, json!(1)).await,
+        Some(202),
+        "a label for pod A's prediction, posted to pod B, is counted"
+    );
+    assert_eq!(
+        post_feedback(b, &token, json!(1)).await,
+        Some(409),
+        "the same prediction's label a second time is refused"
+    );
+    // A forged token: pod A's claims under another signature.
+    let (claims, _) = token
+        .split_once('.')
+        .expect("a token is <claims>.<signature>");
+    let forged = format!("{claims}.{}", "A".repeat(43));
+    assert_eq!(
+        post_feedback(b, &forged, json!(1)).await,
+        Some(401),
+        "a forged token is refused"
+    );
+    assert_eq!(
+        post_feedback(a, "not-a-token", json!(1)).await,
+        Some(401),
+        "garbage is refused as forged"
+    );
+
+    // Labels that disagree with 9 of 10 predictions (the model always predicts 0), about 10 a
+    // second, every one posted to the pod that did not predict.
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u16>::new()));
+    let feeding = {
+        let (accepted, refused) = (accepted.clone(), refused.clone());
+        Traffic(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0u64;
+            loop {
+                ticker.tick().await;
+                for (from, to) in [(a, b), (b, a)] {
+                    for _ in 0..5 {
+                        let Some(token) = predict_for_token(from).await else {
+                            continue;
+                        };
+                        n += 1;
+                        let label = if n.is_multiple_of(10) { 0 } else { 1 };
+                        match post_feedback(to, &token, json!(label)).await {
+                            Some(202) => {
+                                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            // No answer within 2s tells nothing about the label.
+                            None => {}
+                            Some(code) => {
+                                if let Ok(mut r) = refused.lock() {
+                                    r.push(code);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }))
+    };
+    let fed_at = Instant::now();
+    let md = eventually(
+        "condition Degraded=True with reason PerformanceDropped (accuracy about 0.1 over >= 20 \
+         labels in a 10s window)",
+        Duration::from_secs(120),
+        || async move {
+            let md = models.get(name).await.ok()?;
+            condition_is(
+                &md,
+                drover::conditions::DEGRADED,
+                ConditionStatus::True,
+                Some("PerformanceDropped"),
+            )
+            .then_some(md)
+        },
+    )
+    .await;
+    eprintln!(
+        "disagreeing labels → PerformanceDropped: {:.1}s (windows of 10s)",
+        fed_at.elapsed().as_secs_f64()
+    );
+    drop(feeding);
+    let degraded = condition(&md, drover::conditions::DEGRADED).expect("Degraded");
+    assert!(
+        degraded.message.contains("accuracy"),
+        "the condition names the metric: {degraded:?}"
+    );
+    assert_eq!(
+        md.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Degraded),
+        "{:?}",
+        md.status
+    );
+    let counted = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(counted >= 20, "only {counted} labels were counted");
+    let refused = refused.lock().map(|r| r.clone()).unwrap_or_default();
+    assert!(
+        refused.is_empty(),
+        "labels for genuine tokens of this revision were refused: {refused:?}"
+    );
+    let dropped = expect_event(events, name, "PerformanceDropped").await;
+    assert!(
+        dropped
+            .iter()
+            .any(|e| e.note.as_deref().is_some_and(|n| n.contains("accuracy"))),
+        "{dropped:?}"
+    );
     operator.stop().await;
 }
