@@ -41,6 +41,7 @@ fn builders(c: &mut Criterion) {
                 &rev,
                 None,
                 drover::plan::DEFAULT_MONITOR_IMAGE,
+                None,
             )
         })
     });

@@ -350,6 +350,7 @@ mod tests {
             drift: None,
             retraining: None,
             batch: None,
+            model: None,
         }
     }
 
