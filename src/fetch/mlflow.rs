@@ -324,14 +324,7 @@ impl Registry {
 }
 
 fn source_text(e: &object_store::client::HttpError) -> String {
-    use std::error::Error;
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
+    super::download::error_text(e)
 }
 
 /// `registered-models/alias` → the version.
