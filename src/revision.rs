@@ -145,6 +145,10 @@ spec:
         assert_eq!(revision_of(&spec(&with_pod)), "0cab58325c");
     }
 
+    /// `MINIMAL` with `uri: models:/fraud@champion` (registry `http://mlflow:5000`) resolved
+    /// to version 3.
+    const GOLDEN_ALIAS_V3: &str = "c0865c0139";
+
     #[test]
     fn model_sources_are_part_of_the_revision() {
         let base = revision_of(&spec(MINIMAL));
@@ -182,6 +186,9 @@ spec:
             revision_of(&spec(&explicit_default))
         );
         assert_eq!(revision_with(&spec(MINIMAL), None), base);
+        // Pinned like the golden hashes (recomputed with Python the same way, with
+        // "registryVersion": "3" at the root of the canonical form).
+        assert_eq!(v3, GOLDEN_ALIAS_V3);
     }
 
     #[test]

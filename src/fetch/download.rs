@@ -216,7 +216,7 @@ async fn object_to_file(
     let mut stream = result.into_stream();
     let mut file = create(target).await?;
     let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
+    while let Some(chunk) = idle_bounded(stream.next(), uri).await? {
         let chunk = chunk.map_err(|e| store_error(uri, e))?;
         bytes += chunk.len() as u64;
         file.write_all(&chunk)
@@ -225,6 +225,19 @@ async fn object_to_file(
     }
     finish(file, target).await?;
     Ok(bytes)
+}
+
+/// How long a download may go without receiving a byte: a server that stalls mid-body fails
+/// the fetch (and the init container is retried) instead of holding the pod in Init forever.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+async fn idle_bounded<T>(
+    next: impl std::future::Future<Output = T>,
+    what: &str,
+) -> Result<T, FetchError> {
+    tokio::time::timeout(IDLE_TIMEOUT, next).await.map_err(|_| {
+        FetchError::Transfer(format!("{what}: no data for {}s", IDLE_TIMEOUT.as_secs()))
+    })
 }
 
 async fn create(target: &Path) -> Result<tokio::fs::File, FetchError> {
@@ -290,7 +303,7 @@ async fn body_to_file(
     let mut body = response.into_body();
     let mut file = create(target).await?;
     let mut bytes = 0u64;
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = idle_bounded(body.frame(), shown).await? {
         let frame = frame.map_err(|e| FetchError::Transfer(format!("{shown}: {e}")))?;
         if let Ok(data) = frame.into_data() {
             bytes += data.len() as u64;
