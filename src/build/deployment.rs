@@ -113,22 +113,20 @@ pub fn build(
 
 fn pod_spec(md: &ModelDeployment, monitor_image: &str, registry_version: Option<&str>) -> PodSpec {
     let pod = &md.spec.pod;
-    let source = model_source(md);
+    let files = model_files(md, monitor_image, registry_version);
     let mut volumes = drover_volumes(md);
-    volumes.extend(source.as_ref().map(|s| model_volume(md, s)));
+    volumes.extend(files.as_ref().map(|f| f.volume.clone()));
     volumes.extend(pod.volumes.iter().cloned());
     let mut init_containers = Vec::new();
     // A regular init container: the model (and its monitor) start only once the files are
     // complete and checked; a failed fetch keeps the pod in Init with the reason in its log.
-    if source.as_ref().is_some_and(ModelUri::is_fetched) {
-        init_containers.push(fetch_container(md, monitor_image, registry_version));
-    }
+    init_containers.extend(files.as_ref().and_then(|f| f.init.clone()));
     // A native sidecar (an init container that keeps running): it starts before the model
     // and stops after it, so no request reaches a pod without its monitor.
     init_containers.push(monitor_container(md, monitor_image));
     PodSpec {
         init_containers: Some(init_containers),
-        containers: vec![model_container(md, source.as_ref())],
+        containers: vec![model_container(md, files.as_ref())],
         node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
         tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
         affinity: pod.affinity.clone(),
@@ -288,7 +286,50 @@ fn default_fetch_resources() -> ResourceRequirements {
     }
 }
 
-fn model_container(md: &ModelDeployment, source: Option<&ModelUri>) -> Container {
+/// What a pod needs to find `spec.model.uri` at `/mnt/models`: the volume, the initializer
+/// (none for a claim), the model container's read-only mount and `MODEL_PATH`. The serving
+/// Deployment and the batch CronJob use the same.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFiles {
+    /// `drover-model`: an emptyDir, or the claim.
+    pub volume: Volume,
+    /// `fetch-model`, a regular init container.
+    pub init: Option<Container>,
+    /// The model container's mount of the volume.
+    pub mount: VolumeMount,
+    /// `MODEL_PATH`.
+    pub model_path: EnvVar,
+}
+
+/// The model files of `md` (`None` without a uri), fetched by `image` (Drover's own), of
+/// `registry_version` for an alias.
+pub fn model_files(
+    md: &ModelDeployment,
+    image: &str,
+    registry_version: Option<&str>,
+) -> Option<ModelFiles> {
+    let source = model_source(md)?;
+    let unpack = md.spec.model.storage.as_ref().is_some_and(|s| s.unpack);
+    Some(ModelFiles {
+        volume: model_volume(md, &source),
+        init: source
+            .is_fetched()
+            .then(|| fetch_container(md, image, registry_version)),
+        mount: VolumeMount {
+            name: MODEL_VOLUME.into(),
+            mount_path: MODEL_ROOT.into(),
+            read_only: Some(true),
+            sub_path: match &source {
+                ModelUri::Pvc { path, .. } if !path.is_empty() => Some(path.clone()),
+                _ => None,
+            },
+            ..VolumeMount::default()
+        },
+        model_path: env("MODEL_PATH", source.model_path(unpack)),
+    })
+}
+
+fn model_container(md: &ModelDeployment, files: Option<&ModelFiles>) -> Container {
     let model = &md.spec.model;
     let mut env = vec![
         env("MODEL_NAME", md.name_any()),
@@ -297,24 +338,9 @@ fn model_container(md: &ModelDeployment, source: Option<&ModelUri>) -> Container
     if let Some(uri) = &model.uri {
         env.push(env_var("MODEL_URI", uri));
     }
-    let unpack = model.storage.as_ref().is_some_and(|s| s.unpack);
-    if let Some(source) = source {
-        env.push(env_var("MODEL_PATH", &source.model_path(unpack)));
-    }
+    env.extend(files.map(|f| f.model_path.clone()));
     env.extend(model.env.iter().cloned());
-    let mut mounts = Vec::new();
-    if let Some(source) = source {
-        mounts.push(VolumeMount {
-            name: MODEL_VOLUME.into(),
-            mount_path: MODEL_ROOT.into(),
-            read_only: Some(true),
-            sub_path: match source {
-                ModelUri::Pvc { path, .. } if !path.is_empty() => Some(path.clone()),
-                _ => None,
-            },
-            ..VolumeMount::default()
-        });
-    }
+    let mut mounts: Vec<VolumeMount> = files.map(|f| f.mount.clone()).into_iter().collect();
     mounts.extend(md.spec.pod.volume_mounts.iter().cloned());
 
     let http_get = |path: &str| HTTPGetAction {
