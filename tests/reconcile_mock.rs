@@ -535,7 +535,12 @@ async fn a_new_revision_under_an_hpa_starts_at_stables_replicas_and_the_hpa_move
 
     // The new revision becomes available: the HPA and the Service move, stable goes.
     md.status = Some(serde_json::from_value(w.last().unwrap().body["status"].clone()).unwrap());
-    let built = build::deployment::build(&md, &new, None, plan::DEFAULT_MONITOR_IMAGE, None);
+    let built = build::deployment::build(
+        &md,
+        &new,
+        None,
+        build::deployment::Pins::new(plan::DEFAULT_MONITOR_IMAGE),
+    );
     h.deployments
         .apply_watcher_event(&watcher::Event::Apply((&ready(built, 5)).into()));
     log.lock().unwrap().clear();
@@ -652,7 +657,12 @@ async fn a_stale_cache_does_not_repeat_notices() {
     // The children's watch events arrive, but the echo of the status write has not yet:
     // the ModelDeployment in the cache still has no status.
     let rev = revision_of(&md.spec);
-    let built = build::deployment::build(&md, &rev, Some(1), plan::DEFAULT_MONITOR_IMAGE, None);
+    let built = build::deployment::build(
+        &md,
+        &rev,
+        Some(1),
+        build::deployment::Pins::new(plan::DEFAULT_MONITOR_IMAGE),
+    );
     h.deployments
         .apply_watcher_event(&watcher::Event::Apply((&built).into()));
     h.services.apply_watcher_event(&watcher::Event::Apply(

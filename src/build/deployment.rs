@@ -40,6 +40,9 @@ pub const MODEL_PORT_NAME: &str = "model";
 /// Annotation pinning the monitor image of a revision: upgrading the operator never rolls
 /// running pods; the next revision picks up the new monitor.
 pub const ANNOTATION_MONITOR_IMAGE: &str = "drover.dev/monitor-image";
+/// Annotation marking a revision whose pods get `spec.model.uri` as files in `/mnt/models`; a
+/// revision with a uri but without it was built by an older Drover and is kept as it was.
+pub const ANNOTATION_MODEL_FILES: &str = "drover.dev/model-files";
 /// Where the report token is mounted.
 pub const TOKEN_DIR: &str = "/var/run/drover/token";
 /// Where the reference profile is mounted.
@@ -55,17 +58,38 @@ pub const FETCH_CONTAINER: &str = "fetch-model";
 /// Name of the volume holding the model's files (an emptyDir, or the `pvc://` claim).
 pub const MODEL_VOLUME: &str = "drover-model";
 
+/// What a revision keeps from when it was first built, so that upgrading Drover (or an alias
+/// moving in the registry) never changes the pods of a revision that runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pins<'a> {
+    /// The monitor sidecar's image (the storage initializer runs it too).
+    pub monitor_image: &'a str,
+    /// The version a `models:/NAME@ALIAS` uri resolved to for this revision: the initializer
+    /// fetches that version, not whatever the alias names later.
+    pub registry_version: Option<&'a str>,
+    /// Fetch (or mount) `spec.model.uri` into `/mnt/models`. False only for a revision an older
+    /// Drover built, which passed the uri on as `MODEL_URI` and nothing else.
+    pub model_files: bool,
+}
+
+impl<'a> Pins<'a> {
+    /// A new revision's pins: `monitor_image`, no registry version, model files on.
+    pub fn new(monitor_image: &'a str) -> Self {
+        Self {
+            monitor_image,
+            registry_version: None,
+            model_files: true,
+        }
+    }
+}
+
 /// Builds the Deployment of `revision`. `replicas` is `None` when an HPA owns the count: the
 /// apply must then not contain `spec.replicas` at all, or it would reset the HPA's choice.
-/// `monitor_image` is the sidecar image pinned for this revision (the storage initializer runs
-/// it too). `registry_version` is the version a `models:/NAME@ALIAS` uri resolved to for this
-/// revision: the initializer fetches that version, not whatever the alias names later.
 pub fn build(
     md: &ModelDeployment,
     revision: &str,
     replicas: Option<i32>,
-    monitor_image: &str,
-    registry_version: Option<&str>,
+    pins: Pins<'_>,
 ) -> Deployment {
     let model_name = md.name_any();
     let selector = naming::revision_selector(&model_name, revision);
@@ -80,10 +104,18 @@ pub fn build(
 
     let mut meta = child_meta(md, naming::revision_deployment(&model_name, revision));
     meta.labels = Some(labels);
-    meta.annotations = Some(BTreeMap::from([(
+    let mut annotations = BTreeMap::from([(
         ANNOTATION_MONITOR_IMAGE.to_string(),
-        monitor_image.to_string(),
-    )]));
+        pins.monitor_image.to_string(),
+    )]);
+    let files = pins
+        .model_files
+        .then(|| model_files(md, pins.monitor_image, pins.registry_version))
+        .flatten();
+    if files.is_some() {
+        annotations.insert(ANNOTATION_MODEL_FILES.to_string(), "true".to_string());
+    }
+    meta.annotations = Some(annotations);
 
     let mut deployment = Deployment {
         metadata: meta,
@@ -101,7 +133,7 @@ pub fn build(
                         .then(|| md.spec.pod.annotations.clone()),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(md, monitor_image, registry_version)),
+                spec: Some(pod_spec(md, pins.monitor_image, files.as_ref())),
             },
             ..DeploymentSpec::default()
         }),
@@ -111,22 +143,21 @@ pub fn build(
     deployment
 }
 
-fn pod_spec(md: &ModelDeployment, monitor_image: &str, registry_version: Option<&str>) -> PodSpec {
+fn pod_spec(md: &ModelDeployment, monitor_image: &str, files: Option<&ModelFiles>) -> PodSpec {
     let pod = &md.spec.pod;
-    let files = model_files(md, monitor_image, registry_version);
     let mut volumes = drover_volumes(md);
-    volumes.extend(files.as_ref().map(|f| f.volume.clone()));
+    volumes.extend(files.map(|f| f.volume.clone()));
     volumes.extend(pod.volumes.iter().cloned());
     let mut init_containers = Vec::new();
     // A regular init container: the model (and its monitor) start only once the files are
     // complete and checked; a failed fetch keeps the pod in Init with the reason in its log.
-    init_containers.extend(files.as_ref().and_then(|f| f.init.clone()));
+    init_containers.extend(files.and_then(|f| f.init.clone()));
     // A native sidecar (an init container that keeps running): it starts before the model
     // and stops after it, so no request reaches a pod without its monitor.
     init_containers.push(monitor_container(md, monitor_image));
     PodSpec {
         init_containers: Some(init_containers),
-        containers: vec![model_container(md, files.as_ref())],
+        containers: vec![model_container(md, files)],
         node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
         tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
         affinity: pod.affinity.clone(),
@@ -652,7 +683,7 @@ mod tests {
         let m = md_model(
             "{version: '1.0.0', image: 'fraud:1', uri: 's3://models/fraud/model.skops', storage: {secretName: s3-creds, sha256: 'ab', endpoint: 'http://minio:9000'}}",
         );
-        let d = build(&m, "abc", None, "drover:1", None);
+        let d = build(&m, "abc", None, Pins::new("drover:1"));
         let pod = pod(&d);
         let init: Vec<_> = pod
             .init_containers
@@ -721,7 +752,15 @@ mod tests {
         let m = md_model(
             "{version: '1.0.0', image: 'fraud:1', uri: 'models:/fraud@champion', registry: {trackingUri: 'http://mlflow:5000', tokenSecretRef: {name: mlflow, key: token}}}",
         );
-        let d = build(&m, "abc", None, "drover:1", Some("7"));
+        let d = build(
+            &m,
+            "abc",
+            None,
+            Pins {
+                registry_version: Some("7"),
+                ..Pins::new("drover:1")
+            },
+        );
         let pod = pod(&d);
         let fetch = container(pod, FETCH_CONTAINER);
         let args = fetch.args.clone().unwrap();
@@ -770,7 +809,7 @@ mod tests {
     #[test]
     fn a_claim_is_mounted_not_fetched() {
         let m = md_model("{version: '1.0.0', image: 'fraud:1', uri: 'pvc://models/fraud/v1'}");
-        let d = build(&m, "abc", None, "drover:1", None);
+        let d = build(&m, "abc", None, Pins::new("drover:1"));
         let pod = pod(&d);
         assert!(
             pod.init_containers
@@ -799,7 +838,7 @@ mod tests {
 
     #[test]
     fn without_a_uri_nothing_changes() {
-        let d = build(&md(""), "abc", None, "drover:1", None);
+        let d = build(&md(""), "abc", None, Pins::new("drover:1"));
         let pod = pod(&d);
         assert_eq!(pod.init_containers.as_ref().unwrap().len(), 1);
         assert!(pod.volumes.iter().flatten().all(|v| v.name != MODEL_VOLUME));
@@ -812,7 +851,7 @@ mod tests {
 
     #[test]
     fn the_monitor_is_a_native_sidecar_in_front_of_the_model() {
-        let d = build(&md(""), "abc", Some(2), "drover:1", None);
+        let d = build(&md(""), "abc", Some(2), Pins::new("drover:1"));
         let pod = pod(&d);
         let monitor = &pod.init_containers.as_ref().unwrap()[0];
         assert_eq!(monitor.name, MONITOR_CONTAINER);
@@ -870,8 +909,7 @@ mod tests {
                 .with_uri("s3://m/fraud.tar.gz", "{secretName: s3, unpack: true}"),
             "abc",
             None,
-            "drover:1",
-            None,
+            Pins::new("drover:1"),
         );
         let pod = pod(&d);
         let psc = pod.security_context.as_ref().unwrap();
@@ -910,8 +948,7 @@ mod tests {
             ),
             "abc",
             None,
-            "drover:1",
-            None,
+            Pins::new("drover:1"),
         );
         let monitor = &pod(&d).init_containers.as_ref().unwrap()[0];
         let args = monitor.args.as_ref().unwrap().join(" ");
@@ -953,7 +990,7 @@ mod tests {
             name: "k".into(),
             key: "key".into(),
         });
-        let d = build(&m, "abc", None, "drover:1", None);
+        let d = build(&m, "abc", None, Pins::new("drover:1"));
         let args = pod(&d).init_containers.as_ref().unwrap()[0]
             .args
             .clone()

@@ -1303,6 +1303,9 @@ pub fn observed_revision(d: &CachedDeployment) -> ObservedRevision {
             .annotations()
             .get(crate::build::deployment::ANNOTATION_MONITOR_IMAGE)
             .cloned(),
+        model_files: d
+            .annotations()
+            .contains_key(crate::build::deployment::ANNOTATION_MODEL_FILES),
         replicas,
         ready_replicas: status.ready_replicas.unwrap_or(0),
         complete,

@@ -195,6 +195,8 @@ pub struct ObservedRevision {
     pub spec_hash: Option<String>,
     /// Monitor image the revision was created with (`drover.dev/monitor-image`).
     pub monitor_image: Option<String>,
+    /// Built with the model's files in `/mnt/models` (`drover.dev/model-files`).
+    pub model_files: bool,
     /// `spec.replicas`.
     pub replicas: Option<i32>,
     /// `status.readyReplicas`.
@@ -983,8 +985,7 @@ impl Planner<'_> {
                 md,
                 hash,
                 Some(md.spec.replicas),
-                &monitor_image,
-                self.registry_version.as_deref(),
+                self.pins(hash, &monitor_image),
             );
             self.apply_if_changed(Child::Deployment(Box::new(deployment)));
             return;
@@ -1012,13 +1013,7 @@ impl Planner<'_> {
         let handover = !hpa_exists && observed.is_some();
         let scale =
             wanted.filter(|n| handover || observed.as_ref().and_then(|o| o.replicas) != Some(*n));
-        let deployment = build::deployment::build(
-            md,
-            hash,
-            None,
-            &monitor_image,
-            self.registry_version.as_deref(),
-        );
+        let deployment = build::deployment::build(md, hash, None, self.pins(hash, &monitor_image));
         self.apply_with_scale(deployment, observed.is_some(), scale);
     }
 
@@ -1045,6 +1040,19 @@ impl Planner<'_> {
                 self.actions.push(scale);
             }
             (_, None) => self.apply_if_changed(Child::Deployment(Box::new(deployment))),
+        }
+    }
+
+    /// What the Deployment of `hash` keeps: its monitor image, the registry version, and
+    /// whether it gets the model's files (not when an older Drover built it with the uri only
+    /// passed on: rebuilding it would restart its pods on an operator upgrade).
+    fn pins<'p>(&'p self, hash: &str, monitor_image: &'p str) -> build::deployment::Pins<'p> {
+        let built_before_files = self.md.spec.model.uri.is_some()
+            && self.observed_revision(hash).is_some_and(|r| !r.model_files);
+        build::deployment::Pins {
+            monitor_image,
+            registry_version: self.registry_version.as_deref(),
+            model_files: !built_before_files,
         }
     }
 

@@ -57,6 +57,9 @@ pub(super) fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) ->
                         .clone(),
                     spec_hash: Child::Deployment(d.clone()).spec_hash().map(str::to_string),
                     monitor_image: None,
+                    model_files: d.metadata.annotations.as_ref().is_some_and(|a| {
+                        a.contains_key(crate::build::deployment::ANNOTATION_MODEL_FILES)
+                    }),
                     replicas: replicas.or(Some(1)),
                     // A Deployment that existed keeps serving while it changes size.
                     ready_replicas: before.map(|b| b.ready_replicas).unwrap_or(0),
@@ -718,5 +721,61 @@ fn a_spec_without_a_registry_uri_has_no_model_status() {
     assert_eq!(
         p.requeue_after,
         plan(&m, &Observed::default(), &Settings::default(), at(0)).requeue_after
+    );
+}
+
+#[test]
+fn a_revision_an_older_drover_built_with_a_uri_is_not_changed_by_the_upgrade() {
+    let with_uri = "  model: {version: '1.0.0', image: 'fraud:1.0.0', uri: 's3://models/fraud/1.0.0/'}\n  rollout: {strategy: Immediate}\n";
+    let yaml = format!(
+        "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: fraud, namespace: ml, uid: u-1, generation: 1}}\nspec:\n{with_uri}"
+    );
+    let mut m: ModelDeployment = serde_saphyr::from_str(&yaml).unwrap();
+    let rev = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    let mut observed = apply_plan(&Observed::default(), &p, &[&rev]);
+    settle(&mut m, &observed, at(10));
+    // What an older Drover applied: the uri only passed on as MODEL_URI, no annotation.
+    let legacy = crate::build::deployment::build(
+        &m,
+        &rev,
+        Some(1),
+        crate::build::deployment::Pins {
+            model_files: false,
+            ..crate::build::deployment::Pins::new(DEFAULT_MONITOR_IMAGE)
+        },
+    );
+    let template = legacy
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert!(
+        template
+            .init_containers
+            .iter()
+            .flatten()
+            .all(|c| c.name != "fetch-model")
+    );
+    observed.revisions[0].model_files = false;
+    observed.revisions[0].spec_hash = Child::Deployment(Box::new(legacy))
+        .spec_hash()
+        .map(str::to_string);
+    let p = settle(&mut m, &observed, at(20));
+    assert!(
+        p.actions.is_empty(),
+        "the running revision is left as it was: {:?}",
+        applied_kinds(&p)
+    );
+    // The next revision gets the model's files.
+    let mut m = with_version(m, "1.1.0");
+    let p = settle(&mut m, &observed, at(30));
+    assert!(
+        fetch_args_of(&p).contains(&"--uri=s3://models/fraud/1.0.0/".to_string()),
+        "{:?}",
+        applied_kinds(&p)
     );
 }
