@@ -40,7 +40,7 @@ fn builders(c: &mut Criterion) {
                 black_box(&md),
                 &rev,
                 None,
-                drover::plan::DEFAULT_MONITOR_IMAGE,
+                build::deployment::Pins::new(drover::plan::DEFAULT_MONITOR_IMAGE),
             )
         })
     });

@@ -1130,7 +1130,12 @@ fn model_objects(i: usize, now: Timestamp) -> (Vec<(Kind, Value)>, Result<(), St
     previous.spec.model.image = format!("registry.example.com/ml/{name}:{version}-rc1");
     let old_hash = revision_of(&previous.spec);
     let old = ready(
-        build::deployment::build(&previous, &old_hash, None, plan::DEFAULT_MONITOR_IMAGE),
+        build::deployment::build(
+            &previous,
+            &old_hash,
+            None,
+            build::deployment::Pins::new(plan::DEFAULT_MONITOR_IMAGE),
+        ),
         2,
         uuid(seed + 3),
         at(settled_at.as_second() - 86_400),

@@ -25,6 +25,8 @@ pub const DRIFT_DETECTED: &str = "DriftDetected";
 pub const NOTIFICATIONS_DELIVERED: &str = "NotificationsDelivered";
 /// A retraining run is in progress (`False`: why not, or how the last one ended).
 pub const RETRAINING: &str = "Retraining";
+/// Whether the MLflow registry resolved a `models:/` `spec.model.uri` (only with one).
+pub const MODEL_RESOLVED: &str = "ModelResolved";
 /// Whether the monitors' reports reach the operator while a rollout judges them.
 pub const REPORTS_AVAILABLE: &str = "ReportsAvailable";
 

@@ -14,6 +14,7 @@ pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod drift;
+pub mod fetch;
 pub mod leader;
 pub mod metrics;
 pub mod monitor;

@@ -35,6 +35,8 @@ enum Command {
     Operator(drover::operator::OperatorArgs),
     /// Run the sidecar: a recording reverse proxy in front of the model container.
     Monitor(Box<drover::monitor::MonitorArgs>),
+    /// Fetch a model's files (the storage initializer the serving pods run as an init container).
+    FetchModel(Box<drover::fetch::FetchArgs>),
     /// Replay the rollout policy of a ModelDeployment against a scenario, offline.
     Simulate {
         /// The ModelDeployment (YAML).
@@ -384,6 +386,10 @@ fn run(cli: Cli) -> Result<(), String> {
                     drover::monitor::run(*args, stop_rx).await
                 })
                 .map_err(|e| format!("{e:#}"))
+        }
+        Command::FetchModel(args) => {
+            init_logging(cli.log_format, &cli.log_level)?;
+            drover::fetch::main(&args)
         }
         Command::Rollout(verb) => drover::cli::run(verb, "drover"),
         Command::Operator(args) => {

@@ -135,7 +135,7 @@ pub const RULES: &[Rule] = &[
         resources: &["secrets"],
         verbs: &["get", "create"],
         scope: Scope::Watched,
-        why: "the per-ModelDeployment monitor token: created once, read to scrape reports (no list, no watch)",
+        why: "the per-ModelDeployment monitor token: created once, read to scrape reports; and the Secrets a spec names (webhook URL, MLflow registry token), read by name (no list, no watch)",
     },
     Rule {
         api_group: "events.k8s.io",

@@ -28,9 +28,21 @@ fn model_defaults() -> [(&'static str, Value); 3] {
     ]
 }
 
-/// The revision hash of a spec.
+/// The revision hash of a spec whose model needs no registry resolution (or whose resolution
+/// is not known: see [`revision_with`]).
 pub fn revision_of(spec: &ModelDeploymentSpec) -> String {
-    let canonical = canonical_form(spec);
+    revision_with(spec, None)
+}
+
+/// The revision hash of a spec whose `models:/NAME@ALIAS` uri resolved to `registry_version`:
+/// the version is part of what is served, so an alias that moves makes a new revision (rolled
+/// out like any other) instead of silently changing the files a running revision loads. Specs
+/// without an alias hash as before.
+pub fn revision_with(spec: &ModelDeploymentSpec, registry_version: Option<&str>) -> String {
+    let mut canonical = canonical_form(spec);
+    if let (Some(version), Value::Object(root)) = (registry_version, &mut canonical) {
+        root.insert("registryVersion".into(), Value::from(version));
+    }
     let mut hasher = Sha256::new();
     hasher.update(HASH_SCHEME.as_bytes());
     hasher.update(b"\n");
@@ -161,6 +173,52 @@ spec:
         assert_eq!(revision_of(&spec(MINIMAL)), "a300d68b86");
         let with_pod = MINIMAL.to_string() + "  pod: {nodeSelector: {gpu: a100}}\n";
         assert_eq!(revision_of(&spec(&with_pod)), "0cab58325c");
+    }
+
+    /// `MINIMAL` with `uri: models:/fraud@champion` (registry `http://mlflow:5000`) resolved
+    /// to version 3.
+    const GOLDEN_ALIAS_V3: &str = "c0865c0139";
+
+    #[test]
+    fn model_sources_are_part_of_the_revision() {
+        let base = revision_of(&spec(MINIMAL));
+        let with_uri = MINIMAL.replace(
+            "fraud:1.4.0\"}",
+            "fraud:1.4.0\", uri: \"models:/fraud@champion\", registry: {trackingUri: \"http://mlflow:5000\"}}",
+        );
+        let aliased = spec(&with_uri);
+        let (v3, v4) = (
+            revision_with(&aliased, Some("3")),
+            revision_with(&aliased, Some("4")),
+        );
+        assert_ne!(
+            v3, v4,
+            "an alias resolved to another version is another revision"
+        );
+        assert_eq!(v3, revision_with(&aliased, Some("3")));
+        assert_ne!(base, revision_of(&aliased));
+        // The checksum and unpacking change what is served; their absence changes nothing.
+        let file = MINIMAL.replace(
+            "fraud:1.4.0\"}",
+            "fraud:1.4.0\", uri: \"s3://m/fraud.tar.gz\"}",
+        );
+        let checked = file.replace(
+            "fraud.tar.gz\"}",
+            "fraud.tar.gz\", storage: {unpack: true, sha256: \"ab\"}}",
+        );
+        assert_ne!(revision_of(&spec(&file)), revision_of(&spec(&checked)));
+        let explicit_default = file.replace(
+            "fraud.tar.gz\"}",
+            "fraud.tar.gz\", storage: {unpack: false}}",
+        );
+        assert_eq!(
+            revision_of(&spec(&file)),
+            revision_of(&spec(&explicit_default))
+        );
+        assert_eq!(revision_with(&spec(MINIMAL), None), base);
+        // Pinned like the golden hashes (recomputed with Python the same way, with
+        // "registryVersion": "3" at the root of the canonical form).
+        assert_eq!(v3, GOLDEN_ALIAS_V3);
     }
 
     #[test]

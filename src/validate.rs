@@ -116,6 +116,7 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<Validated, Vec<String>> {
     if spec.replicas < 0 {
         problems.push("spec.replicas must not be negative".into());
     }
+    model_source(&spec.model, &mut problems);
     if validated.progress_deadline < validated.interval {
         problems
             .push("spec.rollout.progressDeadline must be at least spec.rollout.interval".into());
@@ -124,6 +125,46 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<Validated, Vec<String>> {
         Ok(validated)
     } else {
         Err(problems)
+    }
+}
+
+/// `spec.model.uri` and what goes with it: a uri the initializer cannot fetch would otherwise
+/// only fail inside every new pod.
+fn model_source(model: &crate::api::ModelSpec, problems: &mut Vec<String>) {
+    use crate::fetch::uri::ModelUri;
+    let parsed = match model.uri.as_deref().map(ModelUri::parse) {
+        None => None,
+        Some(Ok(u)) => Some(u),
+        Some(Err(e)) => {
+            problems.push(format!("spec.model.uri: {}", e.why));
+            return;
+        }
+    };
+    if matches!(parsed, Some(ModelUri::Registry(_))) && model.registry.is_none() {
+        problems
+            .push("spec.model.registry is required when spec.model.uri is a models:/ URI".into());
+    }
+    if matches!(parsed, Some(ModelUri::MlflowArtifacts { .. })) && model.registry.is_none() {
+        problems.push(
+            "spec.model.registry is required when spec.model.uri is an mlflow-artifacts: URI"
+                .into(),
+        );
+    }
+    if let Some(storage) = &model.storage {
+        if parsed.is_none() {
+            problems.push("spec.model.storage needs spec.model.uri".into());
+        }
+        if let Some(sum) = &storage.sha256
+            && let Err(why) = crate::fetch::checksum::parse_expected(sum)
+        {
+            problems.push(format!("spec.model.storage.sha256: {why}"));
+        }
+    }
+    if let Some(registry) = &model.registry
+        && !(registry.tracking_uri.starts_with("http://")
+            || registry.tracking_uri.starts_with("https://"))
+    {
+        problems.push("spec.model.registry.trackingUri must be an http:// or https:// URL".into());
     }
 }
 
@@ -158,5 +199,41 @@ mod tests {
         assert!(all.contains("spec.rollout.interval"), "{all}");
         assert!(all.contains("strictly increasing"), "{all}");
         assert!(all.contains("spec.autoscaling.minReplicas"), "{all}");
+    }
+
+    #[test]
+    fn model_uris_are_checked() {
+        let model = |m: &str| {
+            let yaml = format!(
+                "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: m}}\nspec:\n  model: {m}\n"
+            );
+            serde_saphyr::from_str::<ModelDeployment>(&yaml)
+                .unwrap()
+                .spec
+        };
+        assert!(
+            validate(&model(
+                "{version: '1', image: img, uri: 's3://b/k', storage: {sha256: 'ab'}}"
+            ))
+            .unwrap_err()[0]
+                .contains("sha256")
+        );
+        assert!(validate(&model("{version: '1', image: img, uri: 'models:/fraud/latest', registry: {trackingUri: 'http://m'}}")).unwrap_err()[0].contains("not a version number"));
+        assert!(
+            validate(&model(
+                "{version: '1', image: img, uri: 'models:/fraud@prod'}"
+            ))
+            .unwrap_err()[0]
+                .contains("spec.model.registry is required")
+        );
+        assert!(
+            validate(&model(
+                "{version: '1', image: img, storage: {unpack: true}}"
+            ))
+            .unwrap_err()[0]
+                .contains("needs spec.model.uri")
+        );
+        assert!(validate(&model("{version: '1', image: img, uri: 'models:/fraud@prod', registry: {trackingUri: 'http://mlflow:5000'}}")).is_ok());
+        assert!(validate(&model("{version: '1', image: img, uri: 'pvc://claim/m'}")).is_ok());
     }
 }

@@ -535,7 +535,12 @@ async fn a_new_revision_under_an_hpa_starts_at_stables_replicas_and_the_hpa_move
 
     // The new revision becomes available: the HPA and the Service move, stable goes.
     md.status = Some(serde_json::from_value(w.last().unwrap().body["status"].clone()).unwrap());
-    let built = build::deployment::build(&md, &new, None, plan::DEFAULT_MONITOR_IMAGE);
+    let built = build::deployment::build(
+        &md,
+        &new,
+        None,
+        build::deployment::Pins::new(plan::DEFAULT_MONITOR_IMAGE),
+    );
     h.deployments
         .apply_watcher_event(&watcher::Event::Apply((&ready(built, 5)).into()));
     log.lock().unwrap().clear();
@@ -652,7 +657,12 @@ async fn a_stale_cache_does_not_repeat_notices() {
     // The children's watch events arrive, but the echo of the status write has not yet:
     // the ModelDeployment in the cache still has no status.
     let rev = revision_of(&md.spec);
-    let built = build::deployment::build(&md, &rev, Some(1), plan::DEFAULT_MONITOR_IMAGE);
+    let built = build::deployment::build(
+        &md,
+        &rev,
+        Some(1),
+        build::deployment::Pins::new(plan::DEFAULT_MONITOR_IMAGE),
+    );
     h.deployments
         .apply_watcher_event(&watcher::Event::Apply((&built).into()));
     h.services.apply_watcher_event(&watcher::Event::Apply(
@@ -1503,4 +1513,120 @@ async fn batch_scoring_applies_its_cron_job_records_runs_and_goes_with_the_spec(
         "{:#?}",
         summary(&writes(&log))
     );
+}
+
+/// A local stand-in for an MLflow tracking server: alias `champion` names `version` (or does
+/// not exist when `None`), every version is stored under s3://mlflow/.
+async fn fake_mlflow(version: Option<&'static str>) -> String {
+    let app = axum::Router::new()
+        .route(
+            "/api/2.0/mlflow/registered-models/alias",
+            axum::routing::get(move || async move {
+                match version {
+                    Some(v) => (
+                        axum::http::StatusCode::OK,
+                        json!({"model_version": {"name": "fraud", "version": v, "source": "models:/m-1"}}).to_string(),
+                    ),
+                    None => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        json!({"error_code": "INVALID_PARAMETER_VALUE", "message": "Registered model alias champion not found."}).to_string(),
+                    ),
+                }
+            }),
+        )
+        .route(
+            "/api/2.0/mlflow/model-versions/get-download-uri",
+            axum::routing::get(|| async {
+                json!({"artifact_uri": "s3://mlflow/1/models/m-1/artifacts"}).to_string()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn registry_model(tracking: &str) -> ModelDeployment {
+    let yaml = format!(
+        "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: fraud, namespace: ml, uid: 6f1c-uid, generation: 3, resourceVersion: '7'}}\nspec:\n  model: {{version: '1.0.0', image: 'registry.example.com/fraud:1.0.0', uri: 'models:/fraud@champion', registry: {{trackingUri: '{tracking}'}}}}\n"
+    );
+    serde_saphyr::from_str(&yaml).unwrap()
+}
+
+#[tokio::test]
+async fn a_model_uri_the_registry_cannot_resolve_is_a_condition_and_an_event_and_starts_nothing() {
+    for tracking in [
+        fake_mlflow(None).await,
+        // Nothing listens there: the registry is down, and nothing was resolved before.
+        format!(
+            "http://127.0.0.1:{}",
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        ),
+    ] {
+        let mut md = registry_model(&tracking);
+        let (client, log) = mock_client(&md, Script::default());
+        let h = harness(client, WriteGate::always_open());
+        reconcile(&h, &md).await.unwrap();
+        let events = event_reasons(&log);
+        let w = take_writes(&log, &mut md);
+        assert!(
+            !w.iter().any(|s| s.path.contains("/deployments/")),
+            "no revision may start: {:?}",
+            summary(&w)
+        );
+        assert!(
+            events.contains(&"ModelUnresolved".to_string()),
+            "{events:?}"
+        );
+        let status = md.status.clone().unwrap();
+        let resolved = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ModelResolved")
+            .expect("condition ModelResolved");
+        assert_eq!(format!("{:?}", resolved.status), "False");
+        assert_eq!(resolved.reason, "ModelUnresolved");
+        assert!(
+            resolved.message.contains("models:/fraud@champion"),
+            "{}",
+            resolved.message
+        );
+        let stalled = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap();
+        assert_eq!(stalled.reason, "ModelUnresolved");
+    }
+}
+
+#[tokio::test]
+async fn a_resolved_alias_pins_its_version_in_the_revision_and_in_status() {
+    let tracking = fake_mlflow(Some("2")).await;
+    let mut md = registry_model(&tracking);
+    let (client, log) = mock_client(&md, Script::default());
+    let h = harness(client, WriteGate::always_open());
+    reconcile(&h, &md).await.unwrap();
+    let w = take_writes(&log, &mut md);
+    let rev = drover::revision::revision_with(&md.spec, Some("2"));
+    let deployment = w
+        .iter()
+        .find(|s| s.path.ends_with(&format!("/deployments/fraud-{rev}")))
+        .unwrap_or_else(|| panic!("Deployment of revision {rev}: {:?}", summary(&w)));
+    let init = &deployment.body["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "fetch-model");
+    let args: Vec<&str> = init["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--registry-version=2"), "{args:?}");
+    let model = md.status.clone().unwrap().model.unwrap();
+    assert_eq!(model.version, "2");
+    assert_eq!(model.location, "s3://mlflow/1/models/m-1/artifacts");
 }

@@ -271,6 +271,8 @@ fn default_true() -> bool {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.image == oldSelf.image || self.version != oldSelf.version").message("spec.model.version must change when spec.model.image changes").field_path(".version"),
+    validation = Rule::new("!has(self.uri) || !self.uri.startsWith('models:/') || has(self.registry)").message("spec.model.registry is required when spec.model.uri is a models:/ URI").field_path(".registry"),
+    validation = Rule::new("!has(self.storage) || has(self.uri)").message("spec.model.storage needs spec.model.uri").field_path(".storage"),
 )]
 pub struct ModelSpec {
     /// Version label of the model (e.g. `1.4.0`); shown in status and given as MODEL_VERSION.
@@ -283,10 +285,22 @@ pub struct ModelSpec {
     #[x_kube(validation = Rule::new("!self.contains(' ')").message("spec.model.image must not contain spaces"))]
     pub image: String,
 
-    /// Where the model artifact lives (`s3://`, `gs://`, `models:/…`); given as MODEL_URI.
+    /// Where the model's files are: `s3://`, `gs://`, `azure://` (`az://`), `http(s)://`,
+    /// `pvc://CLAIM/PATH`, or `models:/NAME/VERSION` / `models:/NAME@ALIAS` (MLflow registry,
+    /// with `registry`). An init container fetches them into `/mnt/models` (a claim is mounted
+    /// there) before the model starts; the model gets MODEL_URI and MODEL_PATH (docs/models.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^(s3|gs|azure|az|https?|pvc)://[^/]+|^models:/[^/]')").message("spec.model.uri must start with s3://, gs://, azure://, az://, http(s)://, pvc:// or models:/"))]
     pub uri: Option<String>,
+
+    /// How `uri` is fetched: credentials, checksum, unpacking, S3-compatible endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<ModelStorage>,
+
+    /// The MLflow tracking server `models:/` URIs are resolved through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<ModelRegistry>,
 
     /// Port the model server listens on inside the pod.
     #[serde(default = "default_model_port")]
@@ -325,6 +339,53 @@ pub struct ModelSpec {
     /// `X-API-Key`); the monitor checks it in constant time before the model sees the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<SecretKeyRef>,
+}
+
+/// How the storage initializer fetches `spec.model.uri`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStorage {
+    /// A Secret whose keys become the initializer's environment (only its: the model container
+    /// does not see them): `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `GOOGLE_SERVICE_ACCOUNT_KEY`,
+    /// `AZURE_STORAGE_ACCOUNT_NAME`/`AZURE_STORAGE_ACCOUNT_KEY`, `HTTP_BEARER_TOKEN`, …
+    /// Without it, the pod's identity (`spec.pod.serviceAccountName`) is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub secret_name: Option<String>,
+    /// Expected SHA-256 (hex) of the file, of the archive before unpacking, or of a folder's
+    /// manifest (docs/models.md); a mismatch keeps the model from starting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{64}$')").message("spec.model.storage.sha256 must be 64 hexadecimal digits"))]
+    pub sha256: Option<String>,
+    /// Unpack the fetched `.tar.gz`, `.tgz`, `.tar` or `.zip` into `/mnt/models`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpack: bool,
+    /// Endpoint of an S3-compatible store (MinIO, Ceph, …) for `s3://` URIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub endpoint: Option<String>,
+    /// Region of the S3 bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    /// Largest size of the model volume (an emptyDir `sizeLimit`, e.g. `20Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+}
+
+/// An MLflow tracking server with a model registry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRegistry {
+    /// Its tracking URI (`http(s)://host[:port][/prefix]`).
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("spec.model.registry.trackingUri must be an http:// or https:// URL"))]
+    pub tracking_uri: String,
+    /// A Secret key holding the token (sent as `Authorization: Bearer`), read by the operator
+    /// to resolve versions and given to the initializer as `MLFLOW_TRACKING_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
 }
 
 /// A key of a Secret in the same namespace.

@@ -46,6 +46,22 @@ pub struct ModelDeploymentStatus {
     /// Scheduled batch scoring: the last run that finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchStatus>,
+    /// What a `models:/` URI resolved to (the version is part of the revision, so an alias
+    /// that moves rolls out a new revision instead of changing a running one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSourceStatus>,
+}
+
+/// A registry model as resolved.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSourceStatus {
+    /// `spec.model.uri` as resolved.
+    pub uri: String,
+    /// The registry version it named.
+    pub version: String,
+    /// Where that version's files are (what the initializer downloads).
+    pub location: String,
 }
 
 /// Batch scoring runs.

@@ -39,8 +39,14 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
-/// The CronJob, or `None` without `spec.batch`.
-pub fn cron_job(md: &ModelDeployment) -> Option<CronJob> {
+/// The CronJob, or `None` without `spec.batch`. With `spec.model.uri`, each run fetches the
+/// model first, as a serving pod does: `fetch_image` is Drover's image, `registry_version` the
+/// version an alias resolved to.
+pub fn cron_job(
+    md: &ModelDeployment,
+    fetch_image: &str,
+    registry_version: Option<&str>,
+) -> Option<CronJob> {
     let batch = md.spec.batch.as_ref()?;
     let model = &md.spec.model;
     let pod = &md.spec.pod;
@@ -53,6 +59,8 @@ pub fn cron_job(md: &ModelDeployment) -> Option<CronJob> {
     if let Some(uri) = &model.uri {
         env_vars.push(env("MODEL_URI", uri));
     }
+    let files = super::deployment::model_files(md, fetch_image, registry_version);
+    env_vars.extend(files.as_ref().map(|f| f.model_path.clone()));
     env_vars.extend(model.env.iter().cloned());
     // Drover's own last, so they win over a same-named entry of spec.model.env.
     env_vars.retain(|e| e.name != ENV_INPUT && e.name != ENV_OUTPUT);
@@ -66,11 +74,27 @@ pub fn cron_job(md: &ModelDeployment) -> Option<CronJob> {
         args: (!batch.args.is_empty()).then(|| batch.args.clone()),
         env: Some(env_vars),
         resources: batch.resources.clone().or_else(|| model.resources.clone()),
-        volume_mounts: (!pod.volume_mounts.is_empty()).then(|| pod.volume_mounts.clone()),
+        volume_mounts: {
+            let mut mounts: Vec<_> = files
+                .as_ref()
+                .map(|f| f.mount.clone())
+                .into_iter()
+                .collect();
+            mounts.extend(pod.volume_mounts.iter().cloned());
+            (!mounts.is_empty()).then_some(mounts)
+        },
         ..Container::default()
     };
     fill_container_security(&mut container);
+    let mut volumes: Vec<_> = files
+        .as_ref()
+        .map(|f| f.volume.clone())
+        .into_iter()
+        .collect();
+    volumes.extend(pod.volumes.iter().cloned());
+    let init_containers: Vec<_> = files.and_then(|f| f.init).into_iter().collect();
     let mut pod_spec = PodSpec {
+        init_containers: (!init_containers.is_empty()).then_some(init_containers),
         containers: vec![container],
         restart_policy: Some("Never".into()),
         node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
@@ -82,7 +106,7 @@ pub fn cron_job(md: &ModelDeployment) -> Option<CronJob> {
             .then(|| pod.image_pull_secrets.clone()),
         priority_class_name: pod.priority_class_name.clone(),
         runtime_class_name: pod.runtime_class_name.clone(),
-        volumes: (!pod.volumes.is_empty()).then(|| pod.volumes.clone()),
+        volumes: (!volumes.is_empty()).then_some(volumes),
         ..PodSpec::default()
     };
     fill_pod_security(&mut pod_spec);
@@ -153,8 +177,44 @@ mod tests {
     }
 
     #[test]
+    fn a_run_fetches_the_model_first_as_a_serving_pod_does() {
+        let m = md("  batch: {schedule: '@daily', input: 's3://in/', output: 's3://out/'}\n");
+        let cron = cron_job(&m, "drover:1", None).unwrap();
+        let pod = cron
+            .spec
+            .unwrap()
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.name, super::super::deployment::FETCH_CONTAINER);
+        assert_eq!(init.image.as_deref(), Some("drover:1"));
+        assert!(
+            init.args
+                .as_ref()
+                .unwrap()
+                .contains(&"--uri=s3://m/1".to_string())
+        );
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.volume_mounts.as_ref().unwrap()[0].mount_path,
+            "/mnt/models"
+        );
+        assert!(
+            c.env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "MODEL_PATH" && e.value.as_deref() == Some("/mnt/models/1"))
+        );
+        assert!(pod.volumes.unwrap().iter().any(|v| v.empty_dir.is_some()));
+    }
+
+    #[test]
     fn no_batch_no_cron_job() {
-        assert!(cron_job(&md("")).is_none());
+        assert!(cron_job(&md(""), "drover:1", None).is_none());
     }
 
     #[test]
@@ -162,7 +222,7 @@ mod tests {
         let m = md(
             "  batch: {schedule: '0 2 * * *', input: 's3://in/', output: 's3://out/', args: [--batch], deadline: 30m, concurrencyPolicy: Replace}\n",
         );
-        let cron = cron_job(&m).unwrap();
+        let cron = cron_job(&m, "drover:1", None).unwrap();
         assert_eq!(cron.metadata.name.as_deref(), Some("fraud-batch"));
         assert!(cron.metadata.owner_references.as_ref().unwrap()[0].controller == Some(true));
         let spec = cron.spec.unwrap();

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -19,6 +20,7 @@ use kube::ResourceExt;
 
 use super::{child_meta, stamp_spec_hash};
 use crate::api::{BelowFloor, ModelDeployment};
+use crate::fetch::uri::{MODEL_ROOT, ModelUri};
 use crate::naming::{self, LABEL_REVISION, LABEL_VERSION};
 
 /// Name of the model container (the HPA's `ContainerResource` metric targets it).
@@ -38,6 +40,9 @@ pub const MODEL_PORT_NAME: &str = "model";
 /// Annotation pinning the monitor image of a revision: upgrading the operator never rolls
 /// running pods; the next revision picks up the new monitor.
 pub const ANNOTATION_MONITOR_IMAGE: &str = "drover.dev/monitor-image";
+/// Annotation marking a revision whose pods get `spec.model.uri` as files in `/mnt/models`; a
+/// revision with a uri but without it was built by an older Drover and is kept as it was.
+pub const ANNOTATION_MODEL_FILES: &str = "drover.dev/model-files";
 /// Where the report token is mounted.
 pub const TOKEN_DIR: &str = "/var/run/drover/token";
 /// Where the reference profile is mounted.
@@ -48,15 +53,43 @@ pub const API_KEY_DIR: &str = "/var/run/drover/api-key";
 pub const TLS_DIR: &str = "/var/run/drover/tls";
 /// Key of the report token in its Secret.
 pub const TOKEN_KEY: &str = "token";
+/// Name of the storage initializer (`drover fetch-model`), a regular init container.
+pub const FETCH_CONTAINER: &str = "fetch-model";
+/// Name of the volume holding the model's files (an emptyDir, or the `pvc://` claim).
+pub const MODEL_VOLUME: &str = "drover-model";
+
+/// What a revision keeps from when it was first built, so that upgrading Drover (or an alias
+/// moving in the registry) never changes the pods of a revision that runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pins<'a> {
+    /// The monitor sidecar's image (the storage initializer runs it too).
+    pub monitor_image: &'a str,
+    /// The version a `models:/NAME@ALIAS` uri resolved to for this revision: the initializer
+    /// fetches that version, not whatever the alias names later.
+    pub registry_version: Option<&'a str>,
+    /// Fetch (or mount) `spec.model.uri` into `/mnt/models`. False only for a revision an older
+    /// Drover built, which passed the uri on as `MODEL_URI` and nothing else.
+    pub model_files: bool,
+}
+
+impl<'a> Pins<'a> {
+    /// A new revision's pins: `monitor_image`, no registry version, model files on.
+    pub fn new(monitor_image: &'a str) -> Self {
+        Self {
+            monitor_image,
+            registry_version: None,
+            model_files: true,
+        }
+    }
+}
 
 /// Builds the Deployment of `revision`. `replicas` is `None` when an HPA owns the count: the
 /// apply must then not contain `spec.replicas` at all, or it would reset the HPA's choice.
-/// `monitor_image` is the sidecar image pinned for this revision.
 pub fn build(
     md: &ModelDeployment,
     revision: &str,
     replicas: Option<i32>,
-    monitor_image: &str,
+    pins: Pins<'_>,
 ) -> Deployment {
     let model_name = md.name_any();
     let selector = naming::revision_selector(&model_name, revision);
@@ -71,10 +104,18 @@ pub fn build(
 
     let mut meta = child_meta(md, naming::revision_deployment(&model_name, revision));
     meta.labels = Some(labels);
-    meta.annotations = Some(BTreeMap::from([(
+    let mut annotations = BTreeMap::from([(
         ANNOTATION_MONITOR_IMAGE.to_string(),
-        monitor_image.to_string(),
-    )]));
+        pins.monitor_image.to_string(),
+    )]);
+    let files = pins
+        .model_files
+        .then(|| model_files(md, pins.monitor_image, pins.registry_version))
+        .flatten();
+    if files.is_some() {
+        annotations.insert(ANNOTATION_MODEL_FILES.to_string(), "true".to_string());
+    }
+    meta.annotations = Some(annotations);
 
     let mut deployment = Deployment {
         metadata: meta,
@@ -92,7 +133,7 @@ pub fn build(
                         .then(|| md.spec.pod.annotations.clone()),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(md, monitor_image)),
+                spec: Some(pod_spec(md, pins.monitor_image, files.as_ref())),
             },
             ..DeploymentSpec::default()
         }),
@@ -102,15 +143,21 @@ pub fn build(
     deployment
 }
 
-fn pod_spec(md: &ModelDeployment, monitor_image: &str) -> PodSpec {
+fn pod_spec(md: &ModelDeployment, monitor_image: &str, files: Option<&ModelFiles>) -> PodSpec {
     let pod = &md.spec.pod;
     let mut volumes = drover_volumes(md);
+    volumes.extend(files.map(|f| f.volume.clone()));
     volumes.extend(pod.volumes.iter().cloned());
+    let mut init_containers = Vec::new();
+    // A regular init container: the model (and its monitor) start only once the files are
+    // complete and checked; a failed fetch keeps the pod in Init with the reason in its log.
+    init_containers.extend(files.and_then(|f| f.init.clone()));
+    // A native sidecar (an init container that keeps running): it starts before the model
+    // and stops after it, so no request reaches a pod without its monitor.
+    init_containers.push(monitor_container(md, monitor_image));
     PodSpec {
-        // A native sidecar (an init container that keeps running): it starts before the model
-        // and stops after it, so no request reaches a pod without its monitor.
-        init_containers: Some(vec![monitor_container(md, monitor_image)]),
-        containers: vec![model_container(md)],
+        init_containers: Some(init_containers),
+        containers: vec![model_container(md, files)],
         node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
         tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
         affinity: pod.affinity.clone(),
@@ -134,7 +181,186 @@ fn pod_spec(md: &ModelDeployment, monitor_image: &str) -> PodSpec {
     }
 }
 
-fn model_container(md: &ModelDeployment) -> Container {
+/// The parsed `spec.model.uri` (`None` without one; a uri that does not parse is refused by
+/// validation before anything is built, and gets no initializer here).
+fn model_source(md: &ModelDeployment) -> Option<ModelUri> {
+    md.spec
+        .model
+        .uri
+        .as_deref()
+        .and_then(|u| ModelUri::parse(u).ok())
+}
+
+fn model_volume(md: &ModelDeployment, source: &ModelUri) -> Volume {
+    let source = match source {
+        ModelUri::Pvc { claim, .. } => Volume {
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        },
+        _ => Volume {
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: md
+                    .spec
+                    .model
+                    .storage
+                    .as_ref()
+                    .and_then(|s| s.size_limit.clone()),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    };
+    volume(MODEL_VOLUME, source)
+}
+
+/// The storage initializer's arguments (`drover fetch-model`).
+pub fn fetch_args(md: &ModelDeployment, registry_version: Option<&str>) -> Vec<String> {
+    let model = &md.spec.model;
+    let mut args = vec![
+        "fetch-model".to_string(),
+        format!("--uri={}", model.uri.as_deref().unwrap_or_default()),
+        format!("--dest={MODEL_ROOT}"),
+    ];
+    if let Some(storage) = &model.storage {
+        if let Some(sum) = &storage.sha256 {
+            args.push(format!("--sha256={sum}"));
+        }
+        if storage.unpack {
+            args.push("--unpack".into());
+        }
+        if let Some(endpoint) = &storage.endpoint {
+            args.push(format!("--endpoint={endpoint}"));
+        }
+        if let Some(region) = &storage.region {
+            args.push(format!("--region={region}"));
+        }
+    }
+    if let Some(registry) = &model.registry {
+        args.push(format!("--registry={}", registry.tracking_uri));
+    }
+    if let Some(version) = registry_version {
+        args.push(format!("--registry-version={version}"));
+    }
+    args
+}
+
+fn fetch_container(md: &ModelDeployment, image: &str, registry_version: Option<&str>) -> Container {
+    let model = &md.spec.model;
+    let mut env_vars = Vec::new();
+    if let Some(token) = model
+        .registry
+        .as_ref()
+        .and_then(|r| r.token_secret_ref.as_ref())
+    {
+        env_vars.push(EnvVar {
+            name: crate::fetch::ENV_REGISTRY_TOKEN.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: token.name.clone(),
+                    key: token.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    // Only the initializer sees the storage credentials; the model container does not.
+    let env_from = model
+        .storage
+        .as_ref()
+        .and_then(|s| s.secret_name.clone())
+        .map(|name| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name,
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
+            }]
+        });
+    let mut security = restricted_container_security_context();
+    security.read_only_root_filesystem = Some(true);
+    Container {
+        name: FETCH_CONTAINER.into(),
+        image: Some(image.to_string()),
+        args: Some(fetch_args(md, registry_version)),
+        env: (!env_vars.is_empty()).then_some(env_vars),
+        env_from,
+        resources: Some(default_fetch_resources()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: MODEL_VOLUME.into(),
+            mount_path: MODEL_ROOT.into(),
+            ..VolumeMount::default()
+        }]),
+        // `kubectl describe pod` shows why a fetch failed without digging in logs.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(security),
+        ..Container::default()
+    }
+}
+
+fn default_fetch_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".into())),
+            ("memory".to_string(), Quantity("64Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("512Mi".into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// What a pod needs to find `spec.model.uri` at `/mnt/models`: the volume, the initializer
+/// (none for a claim), the model container's read-only mount and `MODEL_PATH`. The serving
+/// Deployment and the batch CronJob use the same.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFiles {
+    /// `drover-model`: an emptyDir, or the claim.
+    pub volume: Volume,
+    /// `fetch-model`, a regular init container.
+    pub init: Option<Container>,
+    /// The model container's mount of the volume.
+    pub mount: VolumeMount,
+    /// `MODEL_PATH`.
+    pub model_path: EnvVar,
+}
+
+/// The model files of `md` (`None` without a uri), fetched by `image` (Drover's own), of
+/// `registry_version` for an alias.
+pub fn model_files(
+    md: &ModelDeployment,
+    image: &str,
+    registry_version: Option<&str>,
+) -> Option<ModelFiles> {
+    let source = model_source(md)?;
+    let unpack = md.spec.model.storage.as_ref().is_some_and(|s| s.unpack);
+    Some(ModelFiles {
+        volume: model_volume(md, &source),
+        init: source
+            .is_fetched()
+            .then(|| fetch_container(md, image, registry_version)),
+        mount: VolumeMount {
+            name: MODEL_VOLUME.into(),
+            mount_path: MODEL_ROOT.into(),
+            read_only: Some(true),
+            sub_path: match &source {
+                ModelUri::Pvc { path, .. } if !path.is_empty() => Some(path.clone()),
+                _ => None,
+            },
+            ..VolumeMount::default()
+        },
+        model_path: env("MODEL_PATH", source.model_path(unpack)),
+    })
+}
+
+fn model_container(md: &ModelDeployment, files: Option<&ModelFiles>) -> Container {
     let model = &md.spec.model;
     let mut env = vec![
         env("MODEL_NAME", md.name_any()),
@@ -143,7 +369,10 @@ fn model_container(md: &ModelDeployment) -> Container {
     if let Some(uri) = &model.uri {
         env.push(env_var("MODEL_URI", uri));
     }
+    env.extend(files.map(|f| f.model_path.clone()));
     env.extend(model.env.iter().cloned());
+    let mut mounts: Vec<VolumeMount> = files.map(|f| f.mount.clone()).into_iter().collect();
+    mounts.extend(md.spec.pod.volume_mounts.iter().cloned());
 
     let http_get = |path: &str| HTTPGetAction {
         path: Some(path.to_string()),
@@ -176,8 +405,7 @@ fn model_container(md: &ModelDeployment) -> Container {
         }),
         env: Some(env),
         resources: model.resources.clone(),
-        volume_mounts: (!md.spec.pod.volume_mounts.is_empty())
-            .then(|| md.spec.pod.volume_mounts.clone()),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
         // Loading a large model can take minutes: the startup probe gives it up to 10 minutes
         // before liveness starts counting.
         startup_probe: Some(Probe {
@@ -462,6 +690,197 @@ mod tests {
         serde_saphyr::from_str(&yaml).unwrap()
     }
 
+    /// A ModelDeployment whose `spec.model` is `model` (a YAML flow mapping).
+    fn md_model(model: &str) -> ModelDeployment {
+        let yaml = format!(
+            "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: fraud, namespace: ml, uid: u}}\nspec:\n  model: {model}\n"
+        );
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    impl ModelDeployment {
+        fn with_uri(mut self, uri: &str, storage: &str) -> Self {
+            self.spec.model.uri = Some(uri.into());
+            self.spec.model.storage = Some(serde_saphyr::from_str(storage).unwrap());
+            self
+        }
+    }
+
+    fn container<'a>(pod: &'a PodSpec, name: &str) -> &'a Container {
+        pod.containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_uri_is_fetched_by_an_init_container_before_the_model_starts() {
+        let m = md_model(
+            "{version: '1.0.0', image: 'fraud:1', uri: 's3://models/fraud/model.skops', storage: {secretName: s3-creds, sha256: 'ab', endpoint: 'http://minio:9000'}}",
+        );
+        let d = build(&m, "abc", None, Pins::new("drover:1"));
+        let pod = pod(&d);
+        let init: Vec<_> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| (c.name.as_str(), c.restart_policy.as_deref()))
+            .collect();
+        // The initializer is a regular init container (it runs to completion first); the
+        // monitor stays a native sidecar.
+        assert_eq!(
+            init,
+            vec![(FETCH_CONTAINER, None), (MONITOR_CONTAINER, Some("Always"))]
+        );
+        let fetch = container(pod, FETCH_CONTAINER);
+        assert_eq!(fetch.image.as_deref(), Some("drover:1"));
+        assert_eq!(
+            fetch.args.clone().unwrap(),
+            vec![
+                "fetch-model",
+                "--uri=s3://models/fraud/model.skops",
+                "--dest=/mnt/models",
+                "--sha256=ab",
+                "--endpoint=http://minio:9000",
+            ]
+        );
+        let from = fetch.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(from.name, "s3-creds");
+        let sc = fetch.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        let rw = &fetch.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(
+            (rw.name.as_str(), rw.mount_path.as_str()),
+            (MODEL_VOLUME, "/mnt/models")
+        );
+        assert_ne!(rw.read_only, Some(true));
+
+        let model = container(pod, MODEL_CONTAINER);
+        let env: BTreeMap<_, _> = model
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env["MODEL_PATH"], "/mnt/models/model.skops");
+        assert_eq!(env["MODEL_URI"], "s3://models/fraud/model.skops");
+        assert!(
+            model.env_from.is_none(),
+            "the model never sees the storage credentials"
+        );
+        let ro = &model.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!((ro.name.as_str(), ro.read_only), (MODEL_VOLUME, Some(true)));
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == MODEL_VOLUME)
+            .unwrap();
+        assert!(volume.empty_dir.is_some());
+    }
+
+    #[test]
+    fn a_registry_alias_fetches_the_version_the_revision_names() {
+        let m = md_model(
+            "{version: '1.0.0', image: 'fraud:1', uri: 'models:/fraud@champion', registry: {trackingUri: 'http://mlflow:5000', tokenSecretRef: {name: mlflow, key: token}}}",
+        );
+        let d = build(
+            &m,
+            "abc",
+            None,
+            Pins {
+                registry_version: Some("7"),
+                ..Pins::new("drover:1")
+            },
+        );
+        let pod = pod(&d);
+        let fetch = container(pod, FETCH_CONTAINER);
+        let args = fetch.args.clone().unwrap();
+        assert!(args.contains(&"--registry=http://mlflow:5000".to_string()));
+        assert!(
+            args.contains(&"--registry-version=7".to_string()),
+            "{args:?}"
+        );
+        let token = &fetch.env.as_ref().unwrap()[0];
+        assert_eq!(token.name, "MLFLOW_TRACKING_TOKEN");
+        let key = token
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((key.name.as_str(), key.key.as_str()), ("mlflow", "token"));
+        let model = container(pod, MODEL_CONTAINER);
+        assert!(
+            model
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "MODEL_PATH" && e.value.as_deref() == Some("/mnt/models"))
+        );
+
+        // The arguments are what `drover fetch-model` takes.
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(subcommand)]
+            command: Sub,
+        }
+        #[derive(clap::Subcommand)]
+        enum Sub {
+            FetchModel(crate::fetch::FetchArgs),
+        }
+        let parsed =
+            Wrap::try_parse_from(std::iter::once("drover".to_string()).chain(args)).unwrap();
+        let Sub::FetchModel(a) = parsed.command;
+        assert_eq!(a.registry_version.as_deref(), Some("7"));
+        assert_eq!(a.uri, "models:/fraud@champion");
+    }
+
+    #[test]
+    fn a_claim_is_mounted_not_fetched() {
+        let m = md_model("{version: '1.0.0', image: 'fraud:1', uri: 'pvc://models/fraud/v1'}");
+        let d = build(&m, "abc", None, Pins::new("drover:1"));
+        let pod = pod(&d);
+        assert!(
+            pod.init_containers
+                .iter()
+                .flatten()
+                .all(|c| c.name != FETCH_CONTAINER)
+        );
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == MODEL_VOLUME)
+            .unwrap();
+        let claim = volume.persistent_volume_claim.as_ref().unwrap();
+        assert_eq!(
+            (claim.claim_name.as_str(), claim.read_only),
+            ("models", Some(true))
+        );
+        let mount = &container(pod, MODEL_CONTAINER)
+            .volume_mounts
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(mount.sub_path.as_deref(), Some("fraud/v1"));
+        assert_eq!(mount.read_only, Some(true));
+    }
+
+    #[test]
+    fn without_a_uri_nothing_changes() {
+        let d = build(&md(""), "abc", None, Pins::new("drover:1"));
+        let pod = pod(&d);
+        assert_eq!(pod.init_containers.as_ref().unwrap().len(), 1);
+        assert!(pod.volumes.iter().flatten().all(|v| v.name != MODEL_VOLUME));
+        assert!(container(pod, MODEL_CONTAINER).volume_mounts.is_none());
+    }
+
     fn pod(d: &Deployment) -> &PodSpec {
         d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
     }
@@ -473,7 +892,7 @@ mod tests {
         assert!(args.contains(&"--feedback".to_string()));
         assert!(args.contains(&"--feedback-task=regression".to_string()));
         assert!(args.contains(&"--feedback-max-age-seconds=7200".to_string()));
-        let d = build(&m, "abc", Some(1), "m:1");
+        let d = build(&m, "abc", Some(1), Pins::new("m:1"));
         let monitor = &pod(&d).init_containers.as_ref().unwrap()[0];
         let revision = monitor
             .env
@@ -498,7 +917,7 @@ mod tests {
 
     #[test]
     fn the_monitor_is_a_native_sidecar_in_front_of_the_model() {
-        let d = build(&md(""), "abc", Some(2), "drover:1");
+        let d = build(&md(""), "abc", Some(2), Pins::new("drover:1"));
         let pod = pod(&d);
         let monitor = &pod.init_containers.as_ref().unwrap()[0];
         assert_eq!(monitor.name, MONITOR_CONTAINER);
@@ -552,10 +971,11 @@ mod tests {
     #[test]
     fn every_container_passes_pod_security_restricted() {
         let d = build(
-            &md("  monitoring: {sidecar: {tlsSecretName: tls}}\n"),
+            &md("  monitoring: {sidecar: {tlsSecretName: tls}}\n  pod: {}\n")
+                .with_uri("s3://m/fraud.tar.gz", "{secretName: s3, unpack: true}"),
             "abc",
             None,
-            "drover:1",
+            Pins::new("drover:1"),
         );
         let pod = pod(&d);
         let psc = pod.security_context.as_ref().unwrap();
@@ -594,7 +1014,7 @@ mod tests {
             ),
             "abc",
             None,
-            "drover:1",
+            Pins::new("drover:1"),
         );
         let monitor = &pod(&d).init_containers.as_ref().unwrap()[0];
         let args = monitor.args.as_ref().unwrap().join(" ");
@@ -636,7 +1056,7 @@ mod tests {
             name: "k".into(),
             key: "key".into(),
         });
-        let d = build(&m, "abc", None, "drover:1");
+        let d = build(&m, "abc", None, Pins::new("drover:1"));
         let args = pod(&d).init_containers.as_ref().unwrap()[0]
             .args
             .clone()

@@ -404,6 +404,7 @@ mod tests {
             drift: None,
             retraining: None,
             batch: None,
+            model: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! ModelDeployment costs no API request at all.
 
 pub mod cached;
+pub mod registry;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -120,6 +121,8 @@ pub struct Context {
     pub notifier: Option<crate::notify::Notifier>,
     /// Webhook URLs read from Secrets, by (namespace, secret, key), and when.
     webhook_urls: Mutex<HashMap<(String, String, String), CachedUrl>>,
+    /// What the MLflow registry answered for `models:/` uris.
+    pub registry: registry::RegistryCache,
 }
 
 impl Context {
@@ -148,6 +151,7 @@ impl Context {
             cron_jobs: Mutex::new(HashMap::new()),
             notifier: None,
             webhook_urls: Mutex::new(HashMap::new()),
+            registry: registry::RegistryCache::default(),
         }
     }
 
@@ -909,6 +913,7 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         route: observe_route(md, ctx, had_side_services).await?,
         retraining: observe_retraining(md, ctx).await?,
         batch: observe_batch(md, ctx).await?,
+        registry: registry::observe(md, &ctx.client, &ctx.registry).await,
     })
 }
 
@@ -1298,6 +1303,9 @@ pub fn observed_revision(d: &CachedDeployment) -> ObservedRevision {
             .annotations()
             .get(crate::build::deployment::ANNOTATION_MONITOR_IMAGE)
             .cloned(),
+        model_files: d
+            .annotations()
+            .contains_key(crate::build::deployment::ANNOTATION_MODEL_FILES),
         replicas,
         ready_replicas: status.ready_replicas.unwrap_or(0),
         complete,

@@ -30,7 +30,17 @@ impl Planner<'_> {
     /// Keeps the CronJob in line with `spec.batch` and records its runs.
     pub(super) fn batch(&mut self, old: &ModelDeploymentStatus) {
         let observed = &self.observed.batch;
-        match crate::build::batch::cron_job(self.md) {
+        // The initializer runs the image new revisions get (the spec's, else this operator's).
+        let fetch_image = self
+            .md
+            .spec
+            .monitoring
+            .sidecar
+            .image
+            .clone()
+            .unwrap_or_else(|| self.settings.monitor_image.clone());
+        match crate::build::batch::cron_job(self.md, &fetch_image, self.registry_version.as_deref())
+        {
             Some(cron) => {
                 if !observed.cron_job.as_ref().is_some_and(|c| c.foreign) {
                     self.apply_if_changed(Child::CronJob(Box::new(cron)));

@@ -329,11 +329,12 @@ impl Planner<'_> {
         let observed = self.observed_revision(hash).cloned();
         let monitor_image = self.monitor_image(hash);
         if md.spec.autoscaling.is_none() {
-            let d = build::deployment::build(md, hash, Some(replicas), &monitor_image);
+            let d =
+                build::deployment::build(md, hash, Some(replicas), self.pins(hash, &monitor_image));
             self.apply_if_changed(Child::Deployment(Box::new(d)));
             return;
         }
-        let d = build::deployment::build(md, hash, None, &monitor_image);
+        let d = build::deployment::build(md, hash, None, self.pins(hash, &monitor_image));
         let current = observed.as_ref().and_then(|o| o.replicas);
         self.apply_with_scale(
             d,

@@ -24,6 +24,7 @@ use crate::conditions::{
 use crate::monitor::report::Report;
 use crate::naming;
 use crate::profile::ReferenceProfile;
+#[cfg(test)]
 use crate::revision::revision_of;
 use crate::validate::{self, Validated};
 
@@ -50,6 +51,30 @@ pub struct Observed {
     pub retraining: ObservedRetraining,
     /// Batch scoring: its CronJob and the Jobs it started.
     pub batch: ObservedBatch,
+    /// What the MLflow registry answered for a `models:/` uri.
+    pub registry: RegistryState,
+}
+
+/// A `models:/` uri as the observe step resolved it (through a cache, with bounded retries).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RegistryState {
+    /// The uri names no registry model (or was not looked up, as offline).
+    #[default]
+    NotUsed,
+    /// The registry named a version and where its files are.
+    Resolved {
+        /// Version number.
+        version: String,
+        /// Where the files are.
+        location: String,
+    },
+    /// The registry could not say.
+    Unresolved {
+        /// It may answer later (down, unreachable): the last resolution in status stands.
+        transient: bool,
+        /// What went wrong, for a person.
+        message: String,
+    },
 }
 
 /// A child known by name and `drover.dev/spec-hash`.
@@ -170,6 +195,8 @@ pub struct ObservedRevision {
     pub spec_hash: Option<String>,
     /// Monitor image the revision was created with (`drover.dev/monitor-image`).
     pub monitor_image: Option<String>,
+    /// Built with the model's files in `/mnt/models` (`drover.dev/model-files`).
+    pub model_files: bool,
     /// `spec.replicas`.
     pub replicas: Option<i32>,
     /// `status.readyReplicas`.
@@ -291,6 +318,9 @@ pub struct Plan {
 /// How long to wait before looking again for a missing reference profile.
 pub const MISSING_REFERENCE_RETRY: Duration = Duration::from_secs(120);
 
+/// How often a `models:/NAME@ALIAS` is looked up again, so an alias that moves rolls out.
+pub const REGISTRY_POLL: Duration = Duration::from_secs(120);
+
 /// Stable reasons used in conditions and Events.
 pub mod reason {
     /// The spec has a value only the controller can refuse.
@@ -331,6 +361,12 @@ pub mod reason {
     pub const STABLE_UNAVAILABLE: &str = "StableUnavailable";
     /// Nothing to do.
     pub const UP_TO_DATE: &str = "UpToDate";
+    /// `spec.model.uri` names a registry model the registry could not resolve.
+    pub const MODEL_UNRESOLVED: &str = "ModelUnresolved";
+    /// The registry is unavailable; the last resolution is kept.
+    pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";
+    /// The registry resolved `spec.model.uri`.
+    pub const MODEL_RESOLVED: &str = "ModelResolved";
 }
 
 /// Decides the next step for `md`.
@@ -354,6 +390,7 @@ pub fn plan(
             drift: old.drift.clone(),
             retraining: old.retraining.clone(),
             batch: old.batch.clone(),
+            model: old.model.clone(),
             ..ModelDeploymentStatus::default()
         },
         actions: Vec::new(),
@@ -363,9 +400,12 @@ pub fn plan(
         judgement: None,
         watch: None,
         candidates_judged: Vec::new(),
+        registry_version: None,
+        model_problem: None,
     };
     match validate::validate(&md.spec) {
         Ok(valid) => {
+            planner.resolve_model(&old);
             planner.roll_out(&old, &valid);
             planner.route_acceptance();
             planner.foreign_children();
@@ -375,8 +415,16 @@ pub fn plan(
         }
         Err(problems) => planner.refuse(&old, &problems.join("; ")),
     }
+    if is_alias(md) {
+        planner.requeue_after = Some(
+            planner
+                .requeue_after
+                .map_or(REGISTRY_POLL, |r| r.min(REGISTRY_POLL)),
+        );
+    }
     let mut notices = planner.announcements;
     notices.extend(self::notices(&old, &planner.status, planner.canary));
+    notices.extend(model_notices(md, &old, &planner.status));
     Plan {
         actions: planner.actions,
         status: planner.status,
@@ -407,9 +455,137 @@ struct Planner<'a> {
     watch: Option<crate::watch::Judged>,
     /// Candidates judged.
     candidates_judged: Vec<&'static str>,
+    /// The version a `models:/NAME@ALIAS` uri resolved to (part of the target revision).
+    registry_version: Option<String>,
+    /// Why no new revision may start: the registry could not resolve the uri.
+    model_problem: Option<(&'static str, String)>,
+}
+
+/// The registry reference of `spec.model.uri`, if it is one.
+fn registry_ref(md: &ModelDeployment) -> Option<crate::fetch::uri::RegistryRef> {
+    use crate::fetch::uri::ModelUri;
+    match md.spec.model.uri.as_deref().map(ModelUri::parse) {
+        Some(Ok(ModelUri::Registry(r))) => Some(r),
+        _ => None,
+    }
+}
+
+fn is_alias(md: &ModelDeployment) -> bool {
+    registry_ref(md).is_some_and(|r| matches!(r.selector, crate::fetch::uri::Selector::Alias(_)))
+}
+
+/// Events about the registry: a version an alias names now, a registry that stopped
+/// answering (a uri that cannot be resolved at all is announced through `Stalled`).
+fn model_notices(
+    md: &ModelDeployment,
+    old: &ModelDeploymentStatus,
+    new: &ModelDeploymentStatus,
+) -> Vec<Notice> {
+    let mut out = Vec::new();
+    if let (Some(was), Some(now)) = (&old.model, &new.model)
+        && was.uri == now.uri
+        && was.version != now.version
+    {
+        out.push(Notice {
+            warning: false,
+            reason: reason::MODEL_RESOLVED,
+            note: format!(
+                "{} now names version {} (was {}): a new revision rolls out",
+                now.uri, now.version, was.version
+            ),
+        });
+    }
+    let unavailable = |s: &ModelDeploymentStatus| {
+        conditions::get(&s.conditions, conditions::MODEL_RESOLVED)
+            .filter(|c| {
+                c.status == ConditionStatus::False && c.reason == reason::REGISTRY_UNAVAILABLE
+            })
+            .map(|c| c.message.clone())
+    };
+    if let Some(message) = unavailable(new)
+        && unavailable(old).is_none()
+        && registry_ref(md).is_some()
+    {
+        out.push(Notice {
+            warning: true,
+            reason: reason::REGISTRY_UNAVAILABLE,
+            note: message,
+        });
+    }
+    out
 }
 
 impl Planner<'_> {
+    /// The revision the spec asks for (with the registry version an alias resolved to).
+    fn target_revision(&self) -> String {
+        crate::revision::revision_with(&self.md.spec, self.registry_version.as_deref())
+    }
+
+    /// Takes what the registry answered for a `models:/` uri: the version (for an alias, part
+    /// of the revision), status, condition `ModelResolved`, and whether a new revision may
+    /// start. A registry that is down keeps the last resolution: what serves is unaffected.
+    fn resolve_model(&mut self, old: &ModelDeploymentStatus) {
+        use crate::api::ModelSourceStatus;
+        use crate::fetch::uri::Selector;
+        let Some(reference) = registry_ref(self.md) else {
+            conditions::remove(&mut self.status.conditions, conditions::MODEL_RESOLVED);
+            self.status.model = None;
+            return;
+        };
+        let uri = reference.to_string();
+        let alias = matches!(reference.selector, Selector::Alias(_));
+        let before = old.model.clone().filter(|m| m.uri == uri);
+        let (version, condition) = match &self.observed.registry {
+            RegistryState::Resolved { version, location } => {
+                self.status.model = Some(ModelSourceStatus {
+                    uri: uri.clone(),
+                    version: version.clone(),
+                    location: location.clone(),
+                });
+                let message = format!("{uri} is version {version}, stored at {location}");
+                (
+                    Some(version.clone()),
+                    (ConditionStatus::True, reason::MODEL_RESOLVED, message),
+                )
+            }
+            RegistryState::Unresolved { transient, message } => {
+                self.status.model = before.clone();
+                match (&before, transient) {
+                    (Some(b), true) => (
+                        Some(b.version.clone()),
+                        (
+                            ConditionStatus::False,
+                            reason::REGISTRY_UNAVAILABLE,
+                            format!("{message}; keeping version {} resolved before", b.version),
+                        ),
+                    ),
+                    _ => {
+                        let message = format!("cannot resolve {uri}: {message}");
+                        self.model_problem = Some((reason::MODEL_UNRESOLVED, message.clone()));
+                        (
+                            before.as_ref().map(|b| b.version.clone()),
+                            (ConditionStatus::False, reason::MODEL_UNRESOLVED, message),
+                        )
+                    }
+                }
+            }
+            // Not looked up (offline rendering): what status recorded, if anything.
+            RegistryState::NotUsed => {
+                self.status.model = before.clone();
+                conditions::remove(&mut self.status.conditions, conditions::MODEL_RESOLVED);
+                if alias && before.is_none() {
+                    let message = format!("{uri} has not been resolved yet");
+                    self.model_problem = Some((reason::MODEL_UNRESOLVED, message));
+                }
+                self.registry_version = before.filter(|_| alias).map(|b| b.version);
+                return;
+            }
+        };
+        self.registry_version = version.filter(|_| alias);
+        let (status, why, message) = condition;
+        self.condition(conditions::MODEL_RESOLVED, status, why, message);
+    }
+
     fn condition(
         &mut self,
         type_: &str,
@@ -491,7 +667,7 @@ impl Planner<'_> {
 
     fn roll_out(&mut self, old: &ModelDeploymentStatus, valid: &Validated) {
         let md = self.md;
-        let target = revision_of(&md.spec);
+        let target = self.target_revision();
         let stable = self.stable_revision(old);
         let reference_problem = match &self.observed.reference {
             ReferenceState::NotReferenced | ReferenceState::Found => None,
@@ -538,7 +714,9 @@ impl Planner<'_> {
             )),
             _ => None,
         };
-        let reference_problem = reference_problem.or(route_problem);
+        let reference_problem = reference_problem
+            .or(route_problem)
+            .or(self.model_problem.clone());
 
         // Drover versions before the canary engine said here that they rolled out immediately.
         conditions::remove(&mut self.status.conditions, IMMEDIATE_FALLBACK);
@@ -803,8 +981,12 @@ impl Planner<'_> {
         let observed = self.observed_revision(hash).cloned();
         let monitor_image = self.monitor_image(hash);
         let Some(autoscaling) = &md.spec.autoscaling else {
-            let deployment =
-                build::deployment::build(md, hash, Some(md.spec.replicas), &monitor_image);
+            let deployment = build::deployment::build(
+                md,
+                hash,
+                Some(md.spec.replicas),
+                self.pins(hash, &monitor_image),
+            );
             self.apply_if_changed(Child::Deployment(Box::new(deployment)));
             return;
         };
@@ -831,7 +1013,7 @@ impl Planner<'_> {
         let handover = !hpa_exists && observed.is_some();
         let scale =
             wanted.filter(|n| handover || observed.as_ref().and_then(|o| o.replicas) != Some(*n));
-        let deployment = build::deployment::build(md, hash, None, &monitor_image);
+        let deployment = build::deployment::build(md, hash, None, self.pins(hash, &monitor_image));
         self.apply_with_scale(deployment, observed.is_some(), scale);
     }
 
@@ -858,6 +1040,19 @@ impl Planner<'_> {
                 self.actions.push(scale);
             }
             (_, None) => self.apply_if_changed(Child::Deployment(Box::new(deployment))),
+        }
+    }
+
+    /// What the Deployment of `hash` keeps: its monitor image, the registry version, and
+    /// whether it gets the model's files (not when an older Drover built it with the uri only
+    /// passed on: rebuilding it would restart its pods on an operator upgrade).
+    fn pins<'p>(&'p self, hash: &str, monitor_image: &'p str) -> build::deployment::Pins<'p> {
+        let built_before_files = self.md.spec.model.uri.is_some()
+            && self.observed_revision(hash).is_some_and(|r| !r.model_files);
+        build::deployment::Pins {
+            monitor_image,
+            registry_version: self.registry_version.as_deref(),
+            model_files: !built_before_files,
         }
     }
 
@@ -938,7 +1133,7 @@ impl Planner<'_> {
             .into_iter()
             .flatten()
             .find(|r| r.hash == hash);
-        let (version, image) = if hash == revision_of(spec) {
+        let (version, image) = if hash == self.target_revision() {
             (spec.model.version.clone(), spec.model.image.clone())
         } else {
             (
@@ -1004,6 +1199,7 @@ fn notices(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus, canary: boo
             reason::GATEWAY_API_MISSING,
             reason::ROUTE_NOT_OWNED,
             reason::PROGRESS_DEADLINE,
+            reason::MODEL_UNRESOLVED,
         ]
         .into_iter()
         .find(|r| *r == why)

@@ -57,6 +57,9 @@ pub(super) fn apply_plan(observed: &Observed, plan: &Plan, complete: &[&str]) ->
                         .clone(),
                     spec_hash: Child::Deployment(d.clone()).spec_hash().map(str::to_string),
                     monitor_image: None,
+                    model_files: d.metadata.annotations.as_ref().is_some_and(|a| {
+                        a.contains_key(crate::build::deployment::ANNOTATION_MODEL_FILES)
+                    }),
                     replicas: replicas.or(Some(1)),
                     // A Deployment that existed keeps serving while it changes size.
                     ready_replicas: before.map(|b| b.ready_replicas).unwrap_or(0),
@@ -550,6 +553,229 @@ fn a_stable_revision_that_loses_its_pods_is_degraded() {
     assert!(
         p.actions.is_empty(),
         "nothing to rewrite: {:?}",
+        applied_kinds(&p)
+    );
+}
+
+const ALIAS: &str = "  model: {version: '1.0.0', image: 'fraud:1.0.0', uri: 'models:/fraud@champion', registry: {trackingUri: 'http://mlflow:5000'}}\n";
+
+/// A spec whose model comes from the registry by alias.
+fn aliased(extra: &str) -> ModelDeployment {
+    let yaml = format!(
+        "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: fraud, namespace: ml, uid: u-1, generation: 1}}\nspec:\n{ALIAS}{extra}"
+    );
+    serde_saphyr::from_str(&yaml).unwrap()
+}
+
+fn resolved(version: &str) -> RegistryState {
+    RegistryState::Resolved {
+        version: version.into(),
+        location: format!("s3://mlflow/1/models/m-{version}/artifacts"),
+    }
+}
+
+fn fetch_args_of(p: &Plan) -> Vec<String> {
+    p.actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Apply(Child::Deployment(d)) => d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|s| s.init_containers.as_ref())
+                .and_then(|c| c.iter().find(|c| c.name == "fetch-model"))
+                .and_then(|c| c.args.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_alias_resolves_into_the_revision_and_a_moved_alias_rolls_out_a_new_one() {
+    let mut m = aliased(IMMEDIATE);
+    let v3 = crate::revision::revision_with(&m.spec, Some("3"));
+    let observed = Observed {
+        registry: resolved("3"),
+        ..Observed::default()
+    };
+    let p = settle(&mut m, &observed, at(0));
+    assert_eq!(applied_kinds(&p)[0], format!("apply Deployment fraud-{v3}"));
+    assert!(
+        fetch_args_of(&p).contains(&"--registry-version=3".to_string()),
+        "the pod fetches the version its revision names: {:?}",
+        fetch_args_of(&p)
+    );
+    let model = p.status.model.clone().unwrap();
+    assert_eq!(
+        (model.uri.as_str(), model.version.as_str()),
+        ("models:/fraud@champion", "3")
+    );
+    assert!(conditions::is_true(
+        &p.status.conditions,
+        conditions::MODEL_RESOLVED
+    ));
+    assert!(
+        p.requeue_after.unwrap() <= REGISTRY_POLL,
+        "an alias is looked up again"
+    );
+    let mut observed = apply_plan(&observed, &p, &[&v3]);
+    settle(&mut m, &observed, at(10));
+
+    // The alias moves: a new revision comes up beside the running one, announced.
+    observed.registry = resolved("4");
+    let v4 = crate::revision::revision_with(&m.spec, Some("4"));
+    assert_ne!(v3, v4);
+    let p = settle(&mut m, &observed, at(20));
+    assert_eq!(
+        applied_kinds(&p),
+        vec![format!("apply Deployment fraud-{v4}")]
+    );
+    assert!(fetch_args_of(&p).contains(&"--registry-version=4".to_string()));
+    assert_eq!(p.status.stable.as_ref().unwrap().hash, v3);
+    assert_eq!(p.status.canary.as_ref().unwrap().hash, v4);
+    assert!(
+        p.notices
+            .iter()
+            .any(|n| n.reason == reason::MODEL_RESOLVED && n.note.contains("version 4 (was 3)")),
+        "{:?}",
+        p.notices
+    );
+}
+
+#[test]
+fn a_registry_that_is_down_keeps_the_last_resolution() {
+    let mut m = aliased(IMMEDIATE);
+    let v3 = crate::revision::revision_with(&m.spec, Some("3"));
+    let observed = Observed {
+        registry: resolved("3"),
+        ..Observed::default()
+    };
+    let p = settle(&mut m, &observed, at(0));
+    let mut observed = apply_plan(&observed, &p, &[&v3]);
+    settle(&mut m, &observed, at(10));
+
+    observed.registry = RegistryState::Unresolved {
+        transient: true,
+        message: "MLflow registry http://mlflow:5000 is unavailable: cannot connect".into(),
+    };
+    let p = settle(&mut m, &observed, at(20));
+    assert!(p.actions.is_empty(), "{:?}", applied_kinds(&p));
+    assert_eq!(p.status.stable.as_ref().unwrap().hash, v3);
+    assert_eq!(p.status.model.as_ref().unwrap().version, "3");
+    let c = conditions::get(&p.status.conditions, conditions::MODEL_RESOLVED).unwrap();
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::False, reason::REGISTRY_UNAVAILABLE)
+    );
+    assert!(c.message.contains("keeping version 3"), "{}", c.message);
+    assert!(!conditions::is_true(&p.status.conditions, STALLED));
+    assert_eq!(
+        p.notices.iter().map(|n| n.reason).collect::<Vec<_>>(),
+        vec![reason::REGISTRY_UNAVAILABLE]
+    );
+    // Still down: no new Event.
+    let p = settle(&mut m, &observed, at(30));
+    assert!(p.notices.is_empty(), "{:?}", p.notices);
+}
+
+#[test]
+fn a_uri_that_cannot_be_resolved_stalls_with_a_condition_and_an_event() {
+    let mut m = aliased(IMMEDIATE);
+    let observed = Observed {
+        registry: RegistryState::Unresolved {
+            transient: false,
+            message: "MLflow registry http://mlflow:5000: alias \"champion\" of model \"fraud\" not found: Registered model alias champion not found.".into(),
+        },
+        ..Observed::default()
+    };
+    let p = settle(&mut m, &observed, at(0));
+    assert!(
+        !applied_kinds(&p).iter().any(|a| a.contains("Deployment")),
+        "no revision starts: {:?}",
+        applied_kinds(&p)
+    );
+    let stalled = conditions::get(&p.status.conditions, STALLED).unwrap();
+    assert_eq!(stalled.reason, reason::MODEL_UNRESOLVED);
+    assert!(
+        stalled
+            .message
+            .contains("cannot resolve models:/fraud@champion")
+    );
+    let c = conditions::get(&p.status.conditions, conditions::MODEL_RESOLVED).unwrap();
+    assert_eq!(c.status, ConditionStatus::False);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    let event = p
+        .notices
+        .iter()
+        .find(|n| n.reason == reason::MODEL_UNRESOLVED)
+        .unwrap();
+    assert!(event.warning && event.note.contains("alias \"champion\""));
+}
+
+#[test]
+fn a_spec_without_a_registry_uri_has_no_model_status() {
+    let mut m = md(IMMEDIATE);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    assert!(p.status.model.is_none());
+    assert!(conditions::get(&p.status.conditions, conditions::MODEL_RESOLVED).is_none());
+    assert_eq!(
+        p.requeue_after,
+        plan(&m, &Observed::default(), &Settings::default(), at(0)).requeue_after
+    );
+}
+
+#[test]
+fn a_revision_an_older_drover_built_with_a_uri_is_not_changed_by_the_upgrade() {
+    let with_uri = "  model: {version: '1.0.0', image: 'fraud:1.0.0', uri: 's3://models/fraud/1.0.0/'}\n  rollout: {strategy: Immediate}\n";
+    let yaml = format!(
+        "apiVersion: drover.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: fraud, namespace: ml, uid: u-1, generation: 1}}\nspec:\n{with_uri}"
+    );
+    let mut m: ModelDeployment = serde_saphyr::from_str(&yaml).unwrap();
+    let rev = revision_of(&m.spec);
+    let p = settle(&mut m, &Observed::default(), at(0));
+    let mut observed = apply_plan(&Observed::default(), &p, &[&rev]);
+    settle(&mut m, &observed, at(10));
+    // What an older Drover applied: the uri only passed on as MODEL_URI, no annotation.
+    let legacy = crate::build::deployment::build(
+        &m,
+        &rev,
+        Some(1),
+        crate::build::deployment::Pins {
+            model_files: false,
+            ..crate::build::deployment::Pins::new(DEFAULT_MONITOR_IMAGE)
+        },
+    );
+    let template = legacy
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert!(
+        template
+            .init_containers
+            .iter()
+            .flatten()
+            .all(|c| c.name != "fetch-model")
+    );
+    observed.revisions[0].model_files = false;
+    observed.revisions[0].spec_hash = Child::Deployment(Box::new(legacy))
+        .spec_hash()
+        .map(str::to_string);
+    let p = settle(&mut m, &observed, at(20));
+    assert!(
+        p.actions.is_empty(),
+        "the running revision is left as it was: {:?}",
+        applied_kinds(&p)
+    );
+    // The next revision gets the model's files.
+    let mut m = with_version(m, "1.1.0");
+    let p = settle(&mut m, &observed, at(30));
+    assert!(
+        fetch_args_of(&p).contains(&"--uri=s3://models/fraud/1.0.0/".to_string()),
+        "{:?}",
         applied_kinds(&p)
     );
 }

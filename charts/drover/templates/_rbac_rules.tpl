@@ -52,7 +52,7 @@
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get"]
-# the per-ModelDeployment monitor token: created once, read to scrape reports (no list, no watch)
+# the per-ModelDeployment monitor token: created once, read to scrape reports; and the Secrets a spec names (webhook URL, MLflow registry token), read by name (no list, no watch)
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
