@@ -1715,6 +1715,7 @@ async fn driver(cli: Cli, user: Vec<String>) -> anyhow::Result<()> {
             "Pod",
             "Secret",
             "NetworkPolicy",
+            "Job",
         ];
         let mf: Vec<String> = KINDS
             .iter()
