@@ -97,17 +97,8 @@ pub fn cron_job(
         init_containers: (!init_containers.is_empty()).then_some(init_containers),
         containers: vec![container],
         restart_policy: Some("Never".into()),
-        node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
-        tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
-        affinity: pod.affinity.clone(),
-        service_account_name: pod.service_account_name.clone(),
-        automount_service_account_token: pod.service_account_name.is_none().then_some(false),
-        image_pull_secrets: (!pod.image_pull_secrets.is_empty())
-            .then(|| pod.image_pull_secrets.clone()),
-        priority_class_name: pod.priority_class_name.clone(),
-        runtime_class_name: pod.runtime_class_name.clone(),
         volumes: (!volumes.is_empty()).then_some(volumes),
-        ..PodSpec::default()
+        ..super::deployment::pod_settings(md)
     };
     fill_pod_security(&mut pod_spec);
 

@@ -158,6 +158,24 @@ fn pod_spec(md: &ModelDeployment, monitor_image: &str, files: Option<&ModelFiles
     PodSpec {
         init_containers: Some(init_containers),
         containers: vec![model_container(md, files)],
+        volumes: Some(volumes),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        ..pod_settings(md)
+    }
+}
+
+/// The pod-level knobs of `spec.pod` every pod Drover runs the model in gets (serving and
+/// batch): scheduling, identity, pull secrets, priority and runtime class.
+pub fn pod_settings(md: &ModelDeployment) -> PodSpec {
+    let pod = &md.spec.pod;
+    PodSpec {
         node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
         tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
         affinity: pod.affinity.clone(),
@@ -168,15 +186,6 @@ fn pod_spec(md: &ModelDeployment, monitor_image: &str, files: Option<&ModelFiles
             .then(|| pod.image_pull_secrets.clone()),
         priority_class_name: pod.priority_class_name.clone(),
         runtime_class_name: pod.runtime_class_name.clone(),
-        volumes: Some(volumes),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
         ..PodSpec::default()
     }
 }
@@ -304,17 +313,7 @@ fn fetch_container(md: &ModelDeployment, image: &str, registry_version: Option<&
 }
 
 fn default_fetch_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("100m".into())),
-            ("memory".to_string(), Quantity("64Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("512Mi".into()),
-        )])),
-        ..ResourceRequirements::default()
-    }
+    resources("100m", "64Mi", "512Mi")
 }
 
 /// What a pod needs to find `spec.model.uri` at `/mnt/models`: the volume, the initializer
@@ -637,14 +636,20 @@ fn monitor_container(md: &ModelDeployment, image: &str) -> Container {
 }
 
 fn default_monitor_resources() -> ResourceRequirements {
+    resources("50m", "32Mi", "128Mi")
+}
+
+/// CPU and memory requests with a memory limit (no CPU limit: throttling a proxy or a download
+/// costs more than it protects).
+fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("50m".into())),
-            ("memory".to_string(), Quantity("32Mi".into())),
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
         ])),
         limits: Some(BTreeMap::from([(
             "memory".to_string(),
-            Quantity("128Mi".into()),
+            Quantity(memory_limit.into()),
         )])),
         ..ResourceRequirements::default()
     }
