@@ -126,83 +126,90 @@ impl Planner<'_> {
                 None => {}
             }
             let min_samples = u64::try_from(monitoring.drift.min_samples).unwrap_or(u64::MAX);
-            match watch::slo_breach(
+            let slo = watch::slo_breach(
                 monitoring.slo.as_ref(),
                 valid.slo_latency_p99,
                 window.report.as_ref(),
                 min_samples,
-            ) {
-                Some(Some(why)) if next.slo_breach.is_none() => {
-                    self.announcements.push(Notice {
-                        warning: true,
-                        reason: steady_reason::SLO_BREACHED,
-                        note: format!("revision {}: {why}", stable.hash),
-                    });
-                    next.slo_breach = Some(why);
-                }
-                Some(None) if next.slo_breach.is_some() => {
-                    self.announcements.push(Notice {
-                        warning: false,
-                        reason: steady_reason::SLO_RECOVERED,
-                        note: format!("revision {} is within its SLO again", stable.hash),
-                    });
-                    next.slo_breach = None;
-                }
-                _ => {}
-            }
-            match watch::performance_breach(monitoring.performance.as_ref(), window.report.as_ref())
-            {
-                Some(Some(why)) if next.performance_drop.is_none() => {
-                    self.announcements.push(Notice {
-                        warning: true,
-                        reason: steady_reason::PERFORMANCE_DROPPED,
-                        note: format!("revision {}: {why}", stable.hash),
-                    });
-                    next.performance_drop = Some(why);
-                }
-                Some(None) if next.performance_drop.is_some() => {
-                    self.announcements.push(Notice {
-                        warning: false,
-                        reason: steady_reason::PERFORMANCE_RECOVERED,
-                        note: format!(
-                            "revision {} meets its performance thresholds again",
-                            stable.hash
-                        ),
-                    });
-                    next.performance_drop = None;
-                }
-                _ => {}
-            }
+            );
+            self.breach_transition(
+                &mut next.slo_breach,
+                slo,
+                (steady_reason::SLO_BREACHED, steady_reason::SLO_RECOVERED),
+                &stable.hash,
+                "is within its SLO again",
+            );
+            let performance =
+                watch::performance_breach(monitoring.performance.as_ref(), window.report.as_ref());
+            self.breach_transition(
+                &mut next.performance_drop,
+                performance,
+                (
+                    steady_reason::PERFORMANCE_DROPPED,
+                    steady_reason::PERFORMANCE_RECOVERED,
+                ),
+                &stable.hash,
+                "meets its performance thresholds again",
+            );
             self.watch = Some(judged);
             state = Some(next);
         }
         let state = state.unwrap_or_else(|| watch::start(&stable.hash));
         self.drift_condition(&state, profile_problem);
-        if let Some(why) = &state.performance_drop
-            && !self.degraded()
-        {
-            self.condition(
-                DEGRADED,
-                ConditionStatus::True,
+        // Performance first: a model that answers in time but wrongly is the worse news.
+        for (breach, reason, what) in [
+            (
+                &state.performance_drop,
                 steady_reason::PERFORMANCE_DROPPED,
-                why.clone(),
-            );
-            self.status.phase = Some(Phase::Degraded);
-            self.status.message = Some(format!("performance dropped: {why}"));
-        }
-        if let Some(why) = &state.slo_breach
-            && !self.degraded()
-        {
-            self.condition(
-                DEGRADED,
-                ConditionStatus::True,
+                "performance dropped",
+            ),
+            (
+                &state.slo_breach,
                 steady_reason::SLO_BREACHED,
-                why.clone(),
-            );
-            self.status.phase = Some(Phase::Degraded);
-            self.status.message = Some(format!("SLO breached: {why}"));
+                "SLO breached",
+            ),
+        ] {
+            if let Some(why) = breach
+                && !self.degraded()
+            {
+                self.condition(DEGRADED, ConditionStatus::True, reason, why.clone());
+                self.status.phase = Some(Phase::Degraded);
+                self.status.message = Some(format!("{what}: {why}"));
+            }
         }
         self.status.drift = Some(state);
+    }
+
+    /// Records a window's verdict on a breach kept in status (`state`): set with a Warning when
+    /// it starts, cleared with a Normal Event when a window is within the limits again; no
+    /// verdict (`None`) changes nothing.
+    fn breach_transition(
+        &mut self,
+        state: &mut Option<String>,
+        verdict: Option<Option<String>>,
+        (breached, recovered): (&'static str, &'static str),
+        revision: &str,
+        recovered_note: &str,
+    ) {
+        match verdict {
+            Some(Some(why)) if state.is_none() => {
+                self.announcements.push(Notice {
+                    warning: true,
+                    reason: breached,
+                    note: format!("revision {revision}: {why}"),
+                });
+                *state = Some(why);
+            }
+            Some(None) if state.is_some() => {
+                self.announcements.push(Notice {
+                    warning: false,
+                    reason: recovered,
+                    note: format!("revision {revision} {recovered_note}"),
+                });
+                *state = None;
+            }
+            _ => {}
+        }
     }
 
     /// Condition `ReportsAvailable` while the watch scrapes: a monitor token problem or
