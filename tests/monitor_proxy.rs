@@ -92,6 +92,8 @@ struct Monitor {
     serving: SocketAddr,
     admin: SocketAddr,
     stop: watch::Sender<bool>,
+    /// The serving loop: ends once drained after `stop`.
+    served: tokio::task::JoinHandle<()>,
     _dir: tempdir::Dir,
 }
 
@@ -158,13 +160,14 @@ async fn start_monitor(upstream: SocketAddr, extra: &[&str]) -> Monitor {
     tokio::spawn(async move { axum::serve(admin_listener, admin::router(state)).await });
     let (stop, mut stop_rx) = watch::channel(false);
     let proxy = prepared.proxy.clone();
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         monitor::serve(serving_listener, proxy, prepared.tls, &mut stop_rx).await
     });
     Monitor {
         serving,
         admin: admin_addr,
         stop,
+        served,
         _dir: dir,
     }
 }
@@ -940,4 +943,264 @@ async fn feedback_sent_to_another_pod_is_counted_once_and_bad_feedback_is_refuse
         "drover-monitor",
         "forwarded to the model"
     );
+}
+
+/// Reads one HTTP/1.x response from `stream` (content-length framed, or until EOF), returning
+/// its head and body; `None` at the end of the stream.
+async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    pending: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            while pending.len() < end + 4 + length {
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                pending.extend_from_slice(&chunk[..n]);
+            }
+            let body = pending[end + 4..end + 4 + length].to_vec();
+            pending.drain(..end + 4 + length);
+            return Some((head, body));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn raw_post(path: &str, body: &str, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: m\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn pipelined_split_and_mixed_requests_on_one_connection_are_answered_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    let mut stream = tokio::net::TcpStream::connect(m.serving).await.unwrap();
+    let mut pending = Vec::new();
+    // Two requests in one write (pipelined).
+    let two = format!(
+        "{}{}",
+        raw_post("/predict", &transaction(1.0), ""),
+        raw_post("/predict", &transaction(500.0), "")
+    );
+    stream.write_all(two.as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut stream, &mut pending).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("\r\ndate: "), "{head}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["prediction"],
+        0
+    );
+    let (_, body) = read_response(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["prediction"],
+        1
+    );
+    // One request in pieces: the head split inside a header, the body in two writes.
+    let one = raw_post("/predict", &transaction(2.0), "");
+    for piece in [
+        &one[..20],
+        &one[20..70],
+        &one[70..one.len() - 10],
+        &one[one.len() - 10..],
+    ] {
+        stream.write_all(piece.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let (head, _) = read_response(&mut stream, &mut pending).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // A chunked upload on the same connection: handed to hyper with the bytes read so far,
+    // then a plain request after it, still answered.
+    let body = transaction(3.0);
+    let chunked = format!(
+        "POST /predict HTTP/1.1\r\nhost: m\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(chunked.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut stream, &mut pending).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+        .write_all(raw_post("/predict", &transaction(4.0), "").as_bytes())
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut stream, &mut pending).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // HEAD: the model's content-length passes, and no body follows.
+    stream
+        .write_all(b"HEAD /health HTTP/1.1\r\nhost: m\r\n\r\nGET /health HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    use tokio::io::AsyncReadExt;
+    stream.read_to_end(&mut rest).await.unwrap();
+    pending.extend_from_slice(&rest);
+    let text = String::from_utf8_lossy(&pending).to_string();
+    // The HEAD answer has a content-length and no body: the next response starts right after.
+    let second = text
+        .find("\r\n\r\nHTTP/1.1 200")
+        .expect("two answers back to back");
+    assert!(
+        text[..second]
+            .to_ascii_lowercase()
+            .contains("content-length: 2"),
+        "{text}"
+    );
+    assert!(
+        text[second..]
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "{text}"
+    );
+    assert!(text.ends_with("ok"), "{text}");
+    assert_eq!(report(&m).await.rows, 5);
+}
+
+#[tokio::test]
+async fn http_1_0_and_unauthorised_requests_and_bad_heads_are_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream().await;
+    let m = start_monitor(up, &[]).await;
+    // HTTP/1.0 goes to hyper, which answers in kind.
+    let mut stream = tokio::net::TcpStream::connect(m.serving).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).await.unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    // A head that is not HTTP: hyper's 400, and the connection closes.
+    let mut stream = tokio::net::TcpStream::connect(m.serving).await.unwrap();
+    stream.write_all(b"GARBAGE\x01\r\n\r\n").await.unwrap();
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).await.unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+
+    // With an API key: a request without it is answered 401 before its body is read, and
+    // the connection closes (the unread body cannot be taken for the next request); one with
+    // it is answered on a connection that stays open.
+    let key_dir = tempdir::Dir::new();
+    let key = key_dir.0.join("key");
+    std::fs::write(&key, "s3cret").unwrap();
+    let keyed = start_monitor(up, &["--api-key-file", &key.display().to_string()]).await;
+    let mut stream = tokio::net::TcpStream::connect(keyed.serving).await.unwrap();
+    let body = transaction(1.0);
+    let head_only = format!(
+        "POST /predict HTTP/1.1\r\nhost: m\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head_only.as_bytes()).await.unwrap();
+    let mut pending = Vec::new();
+    let (head, _) = read_response(&mut stream, &mut pending).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    let mut stream = tokio::net::TcpStream::connect(keyed.serving).await.unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(raw_post("/predict", &body, "authorization: Bearer s3cret\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut stream, &mut pending).await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    assert_eq!(report(&keyed).await.counters.unauthorized, 1);
+}
+
+#[tokio::test]
+async fn draining_closes_idle_connections_at_once_and_answers_busy_ones_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A model that says when a slow request has reached it.
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let signal = reached.clone();
+    let app = Router::new()
+        .route("/predict", post(|| async { r#"{"prediction":0}"# }))
+        .route(
+            "/slow",
+            post(move || {
+                let signal = signal.clone();
+                async move {
+                    signal.notify_one();
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }
+            }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let m = start_monitor(up, &[]).await;
+    // An idle kept-alive connection...
+    let mut idle = tokio::net::TcpStream::connect(m.serving).await.unwrap();
+    let mut pending = Vec::new();
+    idle.write_all(raw_post("/predict", &transaction(1.0), "").as_bytes())
+        .await
+        .unwrap();
+    read_response(&mut idle, &mut pending).await.unwrap();
+    // ...and a busy one, its request at the model (5 s; the monitor's timeout is 1 s).
+    let mut busy = tokio::net::TcpStream::connect(m.serving).await.unwrap();
+    busy.write_all(raw_post("/slow", "{}", "").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), reached.notified())
+        .await
+        .expect("the slow request reached the model");
+    let _ = m.stop.send(true);
+    // The idle connection is closed without waiting for the drain timeout.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    // The busy one gets its answer (504 after the model's 1 s), marked as the last.
+    let mut pending = Vec::new();
+    let (head, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        read_response(&mut busy, &mut pending),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    // And the serving loop ends well within the 20 s drain timeout.
+    tokio::time::timeout(Duration::from_secs(5), m.served)
+        .await
+        .expect("drained within 5 s")
+        .unwrap();
 }

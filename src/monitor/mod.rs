@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod recorder;
 pub mod report;
 pub mod sampling;
+pub mod server;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -335,6 +336,9 @@ pub async fn run(args: MonitorArgs, mut stop: watch::Receiver<bool>) -> anyhow::
 }
 
 /// Accepts connections on `listener` until `stop`, then drains in-flight requests.
+///
+/// Plaintext connections start on the HTTP/1.1 fast path ([`server`]), which hands anything
+/// unusual (h2c included) to hyper; TLS connections go to hyper.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -348,30 +352,39 @@ pub async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let serving = Arc::new(server::Serving {
+        proxy: proxy.clone(),
+        hyper: builder,
+    });
+    // Every connection holds a receiver until it ends: the drain is over when none is left.
+    let (drain_tx, drain_rx) = watch::channel(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let proxy = proxy.clone();
-                let service = service_fn(move |req| proxy.clone().handle(req));
-                let builder = builder.clone();
+                let serving = serving.clone();
+                let draining = drain_rx.clone();
                 match &tls {
                     None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                        let conn = graceful.watch(conn);
-                        tokio::spawn(async move { let _ = conn.await; });
+                        tokio::spawn(server::connection(serving, stream, draining));
                     }
                     Some(acceptor) => {
                         let acceptor = acceptor.clone();
-                        // TLS handshakes are bounded too: a slow client cannot hold a task.
-                        let watcher = graceful.watcher();
                         tokio::spawn(async move {
+                            let mut draining = draining;
+                            // TLS handshakes are bounded too: a slow client cannot hold a task.
                             let Ok(Ok(stream)) = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await else { return };
-                            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                            let _ = watcher.watch(conn).await;
+                            let proxy = serving.proxy.clone();
+                            let service = service_fn(move |req| proxy.clone().handle(req));
+                            let conn = serving.hyper.serve_connection(TokioIo::new(stream), service);
+                            let mut conn = std::pin::pin!(conn);
+                            tokio::select! {
+                                _ = conn.as_mut() => return,
+                                _ = draining.wait_for(|d| *d) => {}
+                            }
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
                         });
                     }
                 }
@@ -383,7 +396,9 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    drop(drain_rx);
+    let _ = drain_tx.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain_tx.closed())
         .await
         .is_err()
     {

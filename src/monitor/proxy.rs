@@ -196,85 +196,157 @@ fn upstream_target(base: &Uri, request: &Uri) -> Result<Option<Uri>, ()> {
 }
 
 impl Proxy {
-    /// Handles one request.
+    /// Handles one request from hyper's server (HTTP/2, and HTTP/1 connections the fast path
+    /// in [`super::server`] handed over): screens it, reads its body, answers it.
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
         let started = Instant::now();
-        let terminating = self.terminating.load(Ordering::Relaxed);
-        let record_bare = |status: StatusCode, outcome: Option<Outcome>| {
-            if let Some(o) = outcome {
-                self.recorder.outcome(o);
-            }
-            self.recorder.record(Exchange {
-                status: status.as_u16(),
-                latency: started.elapsed(),
-                request: None,
-                response: None,
-                terminating,
-            });
+        let (parts, body) = request.into_parts();
+        if let Some(refused) = self.screen(&parts, started) {
+            return Ok(refused);
+        }
+        let is_feedback = self.is_feedback(&parts);
+        let limit = if is_feedback {
+            MAX_FEEDBACK_BYTES
+        } else {
+            self.settings.max_body_bytes
         };
-
-        if let Some(key) = &self.settings.api_key {
-            let ok = presented_key(request.headers())
-                .is_some_and(|given| bool::from(given.ct_eq(key.as_slice())));
-            if !ok {
-                record_bare(StatusCode::UNAUTHORIZED, Some(Outcome::Unauthorized));
-                let mut r = plain(StatusCode::UNAUTHORIZED, "missing or invalid API key");
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return Ok(r);
-            }
-        }
-
-        if let Some(fb) = &self.settings.feedback
-            && request.method() == http::Method::POST
-            && request.uri().path() == FEEDBACK_PATH
-        {
-            return Ok(self.feedback(fb, request.into_body()).await);
-        }
-
-        let (mut parts, body) = request.into_parts();
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.settings.max_body_bytes as u64) {
-            record_bare(StatusCode::PAYLOAD_TOO_LARGE, Some(Outcome::TooLarge));
-            return Ok(plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            ));
-        }
-        let body = match read_to_end(Limited::new(body, self.settings.max_body_bytes)).await {
+        let body = match read_to_end(Limited::new(body, limit)).await {
             Ok(bytes) => bytes,
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    record_bare(StatusCode::PAYLOAD_TOO_LARGE, Some(Outcome::TooLarge));
+                let too_large = e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                if is_feedback {
+                    let e = feedback::FeedbackError::Malformed(format!(
+                        "body unreadable or over {MAX_FEEDBACK_BYTES} bytes"
+                    ));
+                    return Ok(self.refuse_feedback(e));
+                }
+                if too_large {
+                    self.record_bare(
+                        started,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        Some(Outcome::TooLarge),
+                    );
                     return Ok(plain(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "request body too large",
                     ));
                 }
                 // The client went away or sent a broken body: nothing to forward.
-                record_bare(StatusCode::BAD_REQUEST, None);
+                self.record_bare(started, StatusCode::BAD_REQUEST, None);
                 return Ok(plain(
                     StatusCode::BAD_REQUEST,
                     "could not read the request body",
                 ));
             }
         };
+        let timer = std::pin::pin!(tokio::time::sleep_until(
+            tokio::time::Instant::from_std(started) + self.settings.upstream_timeout
+        ));
+        Ok(self.answer(parts, body, started, timer).await)
+    }
+
+    /// Whether this is a request the monitor answers before reading its body: a missing or
+    /// wrong API key (401), or a declared body over the limit (413). `None`: go on.
+    pub fn screen(
+        &self,
+        parts: &http::request::Parts,
+        started: Instant,
+    ) -> Option<Response<ProxyBody>> {
+        if let Some(key) = &self.settings.api_key {
+            let ok = presented_key(&parts.headers)
+                .is_some_and(|given| bool::from(given.ct_eq(key.as_slice())));
+            if !ok {
+                self.record_bare(
+                    started,
+                    StatusCode::UNAUTHORIZED,
+                    Some(Outcome::Unauthorized),
+                );
+                let mut r = plain(StatusCode::UNAUTHORIZED, "missing or invalid API key");
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return Some(r);
+            }
+        }
+        if self.is_feedback(parts) {
+            // Feedback bodies have their own, smaller limit (checked as they are read).
+            return None;
+        }
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.settings.max_body_bytes as u64) {
+            self.record_bare(
+                started,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some(Outcome::TooLarge),
+            );
+            return Some(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
+        }
+        None
+    }
+
+    fn is_feedback(&self, parts: &http::request::Parts) -> bool {
+        self.settings.feedback.is_some()
+            && parts.method == http::Method::POST
+            && parts.uri.path() == FEEDBACK_PATH
+    }
+
+    /// Counts an exchange the model never saw.
+    fn record_bare(&self, started: Instant, status: StatusCode, outcome: Option<Outcome>) {
+        if let Some(o) = outcome {
+            self.recorder.outcome(o);
+        }
+        self.recorder.record(Exchange {
+            status: status.as_u16(),
+            latency: started.elapsed(),
+            request: None,
+            response: None,
+            terminating: self.terminating.load(Ordering::Relaxed),
+        });
+    }
+
+    /// Answers a screened request whose body is in memory (within the limits): feedback is
+    /// answered here, everything else goes to the model. `timer` fires at the upstream
+    /// deadline (504); the caller owns it so a connection can keep one timer for all its
+    /// requests instead of arming one per request.
+    pub async fn answer(
+        &self,
+        mut parts: http::request::Parts,
+        body: Bytes,
+        started: Instant,
+        timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Response<ProxyBody> {
+        let terminating = self.terminating.load(Ordering::Relaxed);
+        let record_bare = |status: StatusCode, outcome: Option<Outcome>| {
+            self.record_bare(started, status, outcome);
+        };
+        if let Some(fb) = &self.settings.feedback
+            && self.is_feedback(&parts)
+        {
+            if body.len() > MAX_FEEDBACK_BYTES {
+                return self.refuse_feedback(feedback::FeedbackError::Malformed(format!(
+                    "body unreadable or over {MAX_FEEDBACK_BYTES} bytes"
+                )));
+            }
+            return self.feedback(fb, &body);
+        }
 
         // Forward.
         let target = match upstream_target(&self.settings.upstream, &parts.uri) {
             Ok(target) => target,
             Err(_) => {
                 record_bare(StatusCode::BAD_REQUEST, None);
-                return Ok(plain(StatusCode::BAD_REQUEST, "invalid request target"));
+                return plain(StatusCode::BAD_REQUEST, "invalid request target");
             }
         };
         let method = parts.method.clone();
@@ -292,7 +364,6 @@ impl Proxy {
         }
         // Encoded once: a retry sends the same bytes.
         let wire = upstream::encode_request(&parts.method, &parts.uri, &parts.headers, &body);
-        let deadline = tokio::time::Instant::now() + self.settings.upstream_timeout;
         let exchange = async {
             let mut retried = false;
             loop {
@@ -308,21 +379,26 @@ impl Proxy {
                 }
             }
         };
-        let (response, taken) = match tokio::time::timeout_at(deadline, exchange).await {
+        let outcome = tokio::select! {
+            biased;
+            outcome = exchange => Ok(outcome),
+            () = timer => Err(()),
+        };
+        let (response, taken) = match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => {
                 record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
-                return Ok(plain(
+                return plain(
                     StatusCode::BAD_GATEWAY,
                     "the model server could not be reached",
-                ));
+                );
             }
             Err(_) => {
                 record_bare(StatusCode::GATEWAY_TIMEOUT, Some(Outcome::UpstreamTimeout));
-                return Ok(plain(
+                return plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the model server did not answer in time",
-                ));
+                );
             }
         };
 
@@ -360,17 +436,17 @@ impl Proxy {
                 },
                 parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
             );
-            return Ok(Response::from_parts(resp_parts, resp_body.boxed()));
+            return Response::from_parts(resp_parts, resp_body.boxed());
         };
         // The connection goes back to the idle stack as the body's end is read.
         let bytes = match read_to_end(resp_body).await {
             Ok(bytes) => bytes,
             Err(_) => {
                 record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
-                return Ok(plain(
+                return plain(
                     StatusCode::BAD_GATEWAY,
                     "the model server's response broke off",
-                ));
+                );
             }
         };
         let _ = length;
@@ -444,27 +520,22 @@ impl Proxy {
             },
             parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
         );
-        Ok(answer)
+        answer
     }
 }
 
 impl Proxy {
+    /// Counts refused feedback and answers why.
+    fn refuse_feedback(&self, e: feedback::FeedbackError) -> Response<ProxyBody> {
+        let _ = self.recorder.feedback(Err(&e));
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        plain(status, &e.to_string())
+    }
+
     /// `POST /drover/feedback`: checks the token, counts the label once, answers what happened.
-    async fn feedback(&self, fb: &FeedbackSettings, body: Incoming) -> Response<ProxyBody> {
-        let refuse = |e: feedback::FeedbackError| {
-            let _ = self.recorder.feedback(Err(&e));
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            plain(status, &e.to_string())
-        };
-        let bytes = match read_to_end(Limited::new(body, MAX_FEEDBACK_BYTES)).await {
-            Ok(b) => b,
-            Err(_) => {
-                return refuse(feedback::FeedbackError::Malformed(format!(
-                    "body unreadable or over {MAX_FEEDBACK_BYTES} bytes"
-                )));
-            }
-        };
-        let parsed = match feedback::parse(&bytes) {
+    fn feedback(&self, fb: &FeedbackSettings, bytes: &[u8]) -> Response<ProxyBody> {
+        let refuse = |e: feedback::FeedbackError| self.refuse_feedback(e);
+        let parsed = match feedback::parse(bytes) {
             Ok(p) => p,
             Err(e) => return refuse(e),
         };
