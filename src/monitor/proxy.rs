@@ -157,16 +157,6 @@ fn plain(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
-fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
-        let v = v.as_bytes();
-        return v
-            .strip_prefix(b"Bearer ")
-            .or_else(|| v.strip_prefix(b"bearer "));
-    }
-    headers.get("x-api-key").map(HeaderValue::as_bytes)
-}
-
 /// The request target sent to the model, in origin form (`/path?query`, what goes on an
 /// HTTP/1.1 request line to a server that is not a proxy): the upstream's path prefix, if any,
 /// then the request's path and query. `None` when the request's own URI already is that
@@ -247,7 +237,10 @@ impl Proxy {
         let timer = std::pin::pin!(tokio::time::sleep_until(
             tokio::time::Instant::from_std(started) + self.settings.upstream_timeout
         ));
-        Ok(self.answer(parts, body, started, timer).await)
+        Ok(self
+            .answer(parts, body, started, timer)
+            .await
+            .into_response())
     }
 
     /// Whether this is a request the monitor answers before reading its body: a missing or
@@ -257,20 +250,10 @@ impl Proxy {
         parts: &http::request::Parts,
         started: Instant,
     ) -> Option<Response<ProxyBody>> {
-        if let Some(key) = &self.settings.api_key {
-            let ok = presented_key(&parts.headers)
-                .is_some_and(|given| bool::from(given.ct_eq(key.as_slice())));
-            if !ok {
-                self.record_bare(
-                    started,
-                    StatusCode::UNAUTHORIZED,
-                    Some(Outcome::Unauthorized),
-                );
-                let mut r = plain(StatusCode::UNAUTHORIZED, "missing or invalid API key");
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return Some(r);
-            }
+        let header = |name: &str| parts.headers.get(name).map(HeaderValue::as_bytes);
+        if let Some(refused) = self.check_key(header("authorization"), header("x-api-key"), started)
+        {
+            return Some(refused);
         }
         if self.is_feedback(parts) {
             // Feedback bodies have their own, smaller limit (checked as they are read).
@@ -325,33 +308,24 @@ impl Proxy {
         body: Bytes,
         started: Instant,
         timer: std::pin::Pin<&mut tokio::time::Sleep>,
-    ) -> Response<ProxyBody> {
-        let terminating = self.terminating.load(Ordering::Relaxed);
-        let record_bare = |status: StatusCode, outcome: Option<Outcome>| {
-            self.record_bare(started, status, outcome);
-        };
+    ) -> Answer {
         if let Some(fb) = &self.settings.feedback
             && self.is_feedback(&parts)
         {
             if body.len() > MAX_FEEDBACK_BYTES {
-                return self.refuse_feedback(feedback::FeedbackError::Malformed(format!(
-                    "body unreadable or over {MAX_FEEDBACK_BYTES} bytes"
+                return Answer::Made(self.refuse_feedback(feedback::FeedbackError::Malformed(
+                    format!("body unreadable or over {MAX_FEEDBACK_BYTES} bytes"),
                 )));
             }
-            return self.feedback(fb, &body);
+            return Answer::Made(self.feedback(fb, &body));
         }
-
-        // Forward.
         let target = match upstream_target(&self.settings.upstream, &parts.uri) {
             Ok(target) => target,
             Err(_) => {
-                record_bare(StatusCode::BAD_REQUEST, None);
-                return plain(StatusCode::BAD_REQUEST, "invalid request target");
+                self.record_bare(started, StatusCode::BAD_REQUEST, None);
+                return Answer::Made(plain(StatusCode::BAD_REQUEST, "invalid request target"));
             }
         };
-        let method = parts.method.clone();
-        // Only the sampled log needs the path once the request has been handed on.
-        let request_path = (self.log.rate > 0.0).then(|| parts.uri.path().to_string());
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         if !parts.headers.contains_key(header::HOST) {
@@ -362,13 +336,71 @@ impl Proxy {
         if let Some(target) = target {
             parts.uri = target;
         }
-        // Encoded once: a retry sends the same bytes.
         let wire = upstream::encode_request(&parts.method, &parts.uri, &parts.headers, &body);
+        self.forward(
+            Outgoing {
+                method: &parts.method,
+                path: parts.uri.path(),
+                wire: &wire,
+                body: &body,
+            },
+            started,
+            timer,
+        )
+        .await
+    }
+
+    /// Checks the API key a request presents (`authorization: Bearer`, else `x-api-key`);
+    /// `Some` is the 401 to answer.
+    pub fn check_key(
+        &self,
+        authorization: Option<&[u8]>,
+        api_key: Option<&[u8]>,
+        started: Instant,
+    ) -> Option<Response<ProxyBody>> {
+        let key = self.settings.api_key.as_ref()?;
+        let presented = match authorization {
+            Some(v) => v
+                .strip_prefix(b"Bearer ")
+                .or_else(|| v.strip_prefix(b"bearer ")),
+            None => api_key,
+        };
+        if presented.is_some_and(|given| bool::from(given.ct_eq(key.as_slice()))) {
+            return None;
+        }
+        self.record_bare(
+            started,
+            StatusCode::UNAUTHORIZED,
+            Some(Outcome::Unauthorized),
+        );
+        let mut r = plain(StatusCode::UNAUTHORIZED, "missing or invalid API key");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Some(r)
+    }
+
+    /// Sends a request already encoded for the model, records the exchange and answers.
+    pub async fn forward(
+        &self,
+        request: Outgoing<'_>,
+        started: Instant,
+        timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Answer {
+        let terminating = self.terminating.load(Ordering::Relaxed);
+        let record_bare = |status: StatusCode, outcome: Option<Outcome>| {
+            self.record_bare(started, status, outcome);
+        };
+        let Outgoing {
+            method,
+            path,
+            wire,
+            body,
+        } = request;
         let exchange = async {
             let mut retried = false;
             loop {
                 let mut taken = self.upstream.take(retried, started).await?;
-                match Upstream::send(&mut taken, &wire, &method).await {
+                match Upstream::send(&mut taken, wire, method).await {
                     Ok(response) => return Ok((response, taken)),
                     // A kept-alive connection the model closed just as the request went out
                     // (its keep-alive timer and ours raced): nothing was answered, so one retry
@@ -384,21 +416,21 @@ impl Proxy {
             outcome = exchange => Ok(outcome),
             () = timer => Err(()),
         };
-        let (response, taken) = match outcome {
+        let (head, taken) = match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => {
                 record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
-                return plain(
+                return Answer::Made(plain(
                     StatusCode::BAD_GATEWAY,
                     "the model server could not be reached",
-                );
+                ));
             }
             Err(_) => {
                 record_bare(StatusCode::GATEWAY_TIMEOUT, Some(Outcome::UpstreamTimeout));
-                return plain(
+                return Answer::Made(plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the model server did not answer in time",
-                );
+                ));
             }
         };
 
@@ -406,26 +438,22 @@ impl Proxy {
         // histograms, so features are recorded for successful answers only; unreadable
         // payloads are counted either way. An empty body where one belongs is unreadable too.
         let expects_body = matches!(
-            method,
+            *method,
             http::Method::POST | http::Method::PUT | http::Method::PATCH
         );
         let parsed_request = if body.is_empty() {
             expects_body.then_some(Err(Unreadable::NotJson))
         } else {
-            Some(payload::parse_request(&body))
+            Some(payload::parse_request(body))
         };
-        let resp_body = ModelBody::new(&response, taken, self.upstream.clone());
-        let mut resp_parts = response.parts;
-        strip_hop_by_hop(&mut resp_parts.headers);
-        let length = resp_parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let status = resp_parts.status;
+        let resp_body = ModelBody::new(&head, taken, self.upstream.clone());
+        let status = head.status;
 
         // Responses of unknown or large size stream through unread.
-        let Some(length) = length.filter(|n| *n <= self.settings.max_parsed_response_bytes) else {
+        if head
+            .content_length
+            .is_none_or(|n| n > self.settings.max_parsed_response_bytes)
+        {
             self.recorder.record_parsed(
                 Exchange {
                     status: status.as_u16(),
@@ -436,30 +464,31 @@ impl Proxy {
                 },
                 parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
             );
-            return Response::from_parts(resp_parts, resp_body.boxed());
-        };
+            let mut parts = head.to_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            return Answer::Made(Response::from_parts(parts, resp_body.boxed()));
+        }
         // The connection goes back to the idle stack as the body's end is read.
         let bytes = match read_to_end(resp_body).await {
             Ok(bytes) => bytes,
             Err(_) => {
                 record_bare(StatusCode::BAD_GATEWAY, Some(Outcome::UpstreamError));
-                return plain(
+                return Answer::Made(plain(
                     StatusCode::BAD_GATEWAY,
                     "the model server's response broke off",
-                );
+                ));
             }
         };
-        let _ = length;
         let parsed_response =
             (status.is_success() && !bytes.is_empty()).then(|| payload::parse_json(&bytes));
 
-        let mut answer = Response::from_parts(resp_parts, full(bytes.clone()));
+        let mut replaced = None;
         if let (Some((floor, action)), Some(Ok(value))) =
             (&self.settings.confidence_floor, &parsed_response)
             && let Some(lowest) = lowest_confidence(value)
             && lowest < *floor
         {
-            answer = match action {
+            replaced = Some(match action {
                 BelowFloor::Reject => {
                     self.recorder.outcome(Outcome::Rejected);
                     let body = serde_json::json!({
@@ -489,26 +518,19 @@ impl Proxy {
                     );
                     r
                 }
-            };
+            });
         }
-        if let (Some(fb), Some(Ok(value))) = (&self.settings.feedback, &parsed_response)
-            && answer.status().is_success()
-            && let Some(token) = prediction_token(fb, value)
-            && let Ok(v) = HeaderValue::from_str(&token)
-        {
-            answer.headers_mut().insert(feedback::TOKEN_HEADER, v);
-        }
-        let final_status = answer.status();
+        let final_status = replaced.as_ref().map_or(status, Response::status);
+        let token = match (&self.settings.feedback, &parsed_response) {
+            (Some(fb), Some(Ok(value))) if final_status.is_success() && replaced.is_none() => {
+                prediction_token(fb, value).and_then(|t| HeaderValue::from_str(&t).ok())
+            }
+            _ => None,
+        };
         if self.log.should_log() {
             self.recorder.outcome(Outcome::Logged);
-            self.log.write(
-                &method,
-                request_path.as_deref().unwrap_or_default(),
-                final_status,
-                started.elapsed(),
-                &body,
-                &bytes,
-            );
+            self.log
+                .write(method, path, final_status, started.elapsed(), body, &bytes);
         }
         self.recorder.record_parsed(
             Exchange {
@@ -520,7 +542,70 @@ impl Proxy {
             },
             parsed_request.as_ref().map(|r| r.as_ref().map_err(|e| *e)),
         );
-        answer
+        match replaced {
+            Some(r) => Answer::Made(r),
+            None => Answer::Model(ModelAnswer {
+                head,
+                body: bytes,
+                token,
+            }),
+        }
+    }
+}
+
+/// A request encoded for the model ([`upstream::encode_request`], or the fast path's own).
+pub struct Outgoing<'a> {
+    /// Its method (how the response is framed).
+    pub method: &'a http::Method,
+    /// Its path, for the sampled log.
+    pub path: &'a str,
+    /// Request line, headers and body as they go to the model.
+    pub wire: &'a [u8],
+    /// The body alone, for the payload reader and the log.
+    pub body: &'a [u8],
+}
+
+/// What the proxy answers.
+pub enum Answer {
+    /// A response made by the monitor, or the model's streamed through unread.
+    Made(Response<ProxyBody>),
+    /// The model's response, read: its head as the model sent it (written on without a
+    /// header map by the fast path), its body, and the prediction token to add.
+    Model(ModelAnswer),
+}
+
+/// The model's response as the monitor read it.
+pub struct ModelAnswer {
+    /// The head as the model sent it.
+    pub head: upstream::ResponseHead,
+    /// The body.
+    pub body: Bytes,
+    /// `x-drover-prediction-token`, when feedback is on and the answer has one prediction.
+    pub token: Option<HeaderValue>,
+}
+
+/// Hop-by-hop header names (RFC 9110 §7.6.1) as bytes, for heads that are not header maps.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+}
+
+impl Answer {
+    /// As an `http` response (what hyper's server writes): hop-by-hop headers dropped, the
+    /// token added.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        match self {
+            Answer::Made(r) => r,
+            Answer::Model(ModelAnswer { head, body, token }) => {
+                let mut parts = head.to_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                if let Some(token) = token {
+                    parts.headers.insert(feedback::TOKEN_HEADER, token);
+                }
+                Response::from_parts(parts, full(body))
+            }
+        }
     }
 }
 

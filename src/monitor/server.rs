@@ -32,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
@@ -46,7 +46,8 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use super::HEADER_READ_TIMEOUT;
-use super::proxy::{Proxy, ProxyBody};
+use super::feedback::TOKEN_HEADER;
+use super::proxy::{Answer, FEEDBACK_PATH, ModelAnswer, Outgoing, Proxy, ProxyBody, is_hop_by_hop};
 
 /// How late a connection's timers may fire: they are moved only when they would fire before
 /// the deadline or more than this after it, so a busy connection moves each about twice a
@@ -90,12 +91,26 @@ enum Parsed {
     Request(Head),
 }
 
-/// A parsed request head: its length, its body's, and what the fast path needs of it.
+/// A parsed request head: its length, its body's, and what the fast path needs of it
+/// (spans are offsets into the read buffer).
 #[derive(Debug, PartialEq)]
 struct Head {
     length: usize,
     body: usize,
     close: bool,
+    method: Method,
+    path: (usize, usize),
+    authorization: Option<(usize, usize)>,
+    api_key: Option<(usize, usize)>,
+    /// Encoded into the wire buffer (request line and headers, up to the blank line); when
+    /// false the request goes the general way ([`Proxy::answer`]).
+    encoded: bool,
+}
+
+impl Head {
+    fn slice<'a>(&self, buffer: &'a [u8], span: (usize, usize)) -> &'a [u8] {
+        &buffer[span.0..span.0 + span.1]
+    }
 }
 
 /// Serves one plaintext connection until it closes, the client asks to, or the monitor
@@ -119,11 +134,12 @@ pub async fn connection(serving: Arc<Serving>, stream: TcpStream, draining: watc
         drained: None,
     };
     let proxy = &serving.proxy;
-    let max_body = proxy.settings.max_body_bytes;
+    let rules = Rules::of(proxy);
+    let mut wire = Vec::with_capacity(1024);
     loop {
         // The next request's head.
         let head = loop {
-            match parse(&conn.buffer, max_body) {
+            match parse(&conn.buffer, &rules, &mut wire) {
                 Parsed::Request(head) => break head,
                 Parsed::HandOver => return hand_over(serving, conn).await,
                 Parsed::Partial => {}
@@ -136,43 +152,102 @@ pub async fn connection(serving: Arc<Serving>, stream: TcpStream, draining: watc
             }
         };
         let started = Instant::now();
-        let raw = conn.buffer.split_to(head.length).freeze();
-        let Ok(parts) = request_parts(&raw) else {
-            let _ = conn.respond(bad_request(), false, true).await;
-            return;
-        };
-        drop(raw);
-        let is_head = parts.method == Method::HEAD;
-        // Refused before its body is read (401, or 413 for a feedback body): the body is
-        // left unread, so the connection closes after the answer.
-        if let Some(refused) = proxy.screen(&parts, started) {
+        let is_head = head.method == Method::HEAD;
+        // Refused before its body is read: the body is left unread, so the connection closes
+        // after the answer.
+        let key = |span| head.slice(&conn.buffer, span);
+        if let Some(refused) =
+            proxy.check_key(head.authorization.map(key), head.api_key.map(key), started)
+        {
             let _ = conn.respond(refused, is_head, true).await;
             let _ = conn.stream.shutdown().await;
             return;
         }
-        // The body, taken out of the buffer without a copy.
-        while conn.buffer.len() < head.body {
+        // The body.
+        while conn.buffer.len() < head.length + head.body {
             conn.arm_client(HEADER_READ_TIMEOUT);
             if !matches!(conn.fill(false).await, Read::More) {
                 return;
             }
         }
-        let body = conn.buffer.split_to(head.body).freeze();
         conn.arm_model(proxy.settings.upstream_timeout, started);
-        let answer = proxy
-            .answer(parts, body, started, conn.model_timer.as_mut())
-            .await;
+        let answer = if head.encoded {
+            let body = &conn.buffer[head.length..head.length + head.body];
+            wire.extend_from_slice(body);
+            let path = std::str::from_utf8(head.slice(&conn.buffer, head.path)).unwrap_or("/");
+            let request = Outgoing {
+                method: &head.method,
+                path,
+                wire: &wire,
+                body,
+            };
+            let answer = proxy
+                .forward(request, started, conn.model_timer.as_mut())
+                .await;
+            conn.buffer.advance(head.length + head.body);
+            answer
+        } else {
+            // Feedback, or a model behind a path prefix: the general way.
+            let raw = conn.buffer.split_to(head.length).freeze();
+            let body = conn.buffer.split_to(head.body).freeze();
+            let Ok(parts) = request_parts(&raw) else {
+                let _ = conn.respond(bad_request(), false, true).await;
+                return;
+            };
+            if let Some(refused) = proxy.screen(&parts, started) {
+                Answer::Made(refused)
+            } else {
+                proxy
+                    .answer(parts, body, started, conn.model_timer.as_mut())
+                    .await
+            }
+        };
         let close =
             head.close || conn.drained.is_some() || proxy.terminating.load(Ordering::Relaxed);
-        if conn.respond(answer, is_head, close).await.is_err() || close {
+        let written = match answer {
+            Answer::Made(response) => conn.respond(response, is_head, close).await,
+            Answer::Model(model) => conn.respond_model(&model, is_head, close).await,
+        };
+        if written.is_err() || close {
             let _ = conn.stream.shutdown().await;
             return;
         }
     }
 }
 
-/// Whether a request head is complete, and whether the fast path serves it.
-fn parse(buffer: &[u8], max_body: usize) -> Parsed {
+/// What [`parse`] needs to know of the proxy.
+struct Rules<'a> {
+    /// Largest body (larger ones go to hyper, which answers 413).
+    max_body: usize,
+    /// `host` for requests without one.
+    host: &'a [u8],
+    /// The upstream has no path prefix: request targets go to the model as they are.
+    plain_upstream: bool,
+    /// `POST /drover/feedback` is the monitor's own.
+    feedback: bool,
+}
+
+impl<'a> Rules<'a> {
+    fn of(proxy: &'a Proxy) -> Self {
+        let prefix = proxy
+            .settings
+            .upstream
+            .path_and_query()
+            .map_or("", |p| p.as_str());
+        Rules {
+            max_body: proxy.settings.max_body_bytes,
+            host: proxy.upstream.host().as_bytes(),
+            plain_upstream: prefix.is_empty() || prefix == "/",
+            feedback: proxy.settings.feedback.is_some(),
+        }
+    }
+}
+
+/// Whether a request head is complete, and whether the fast path serves it. A request the
+/// model gets as it is has its request line and headers encoded into `wire` here (hop-by-hop
+/// headers and `content-length` dropped, `host` added when missing, then the body's
+/// `content-length`), up to the blank line: the body follows when it has arrived.
+fn parse(buffer: &[u8], rules: &Rules<'_>, wire: &mut Vec<u8>) -> Parsed {
     if buffer.is_empty() {
         return Parsed::Partial;
     }
@@ -187,14 +262,29 @@ fn parse(buffer: &[u8], max_body: usize) -> Parsed {
         // answers or serves it.
         _ => return Parsed::HandOver,
     };
+    let (Some(method), Some(path)) = (request.method, request.path) else {
+        return Parsed::HandOver;
+    };
     if request.version != Some(1)
-        || request.method == Some("CONNECT")
-        || !request.path.is_some_and(|p| p.starts_with('/'))
+        || length > MAX_HEAD_BYTES
+        || method == "CONNECT"
+        || !path.starts_with('/')
     {
         return Parsed::HandOver;
     }
+    let Ok(method_value) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::HandOver;
+    };
+    let base = buffer.as_ptr() as usize;
+    let span = |b: &[u8]| (b.as_ptr() as usize - base, b.len());
     let mut body = None;
     let mut close = false;
+    let mut has_host = false;
+    let mut authorization = None;
+    let mut api_key = None;
+    // Headers named in Connection are hop-by-hop too; nearly always it only names
+    // keep-alive or close, and then nothing is collected.
+    let mut named: Vec<&[u8]> = Vec::new();
     for h in request.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -203,7 +293,7 @@ fn parse(buffer: &[u8], max_body: usize) -> Parsed {
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse::<usize>().ok());
             match (n, body) {
-                (Some(n), None) if n <= max_body => body = Some(n),
+                (Some(n), None) if n <= rules.max_body => body = Some(n),
                 // Repeated, malformed or over the limit: hyper answers 400 or 413.
                 _ => return Parsed::HandOver,
             }
@@ -213,19 +303,64 @@ fn parse(buffer: &[u8], max_body: usize) -> Parsed {
         {
             return Parsed::HandOver;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= h
-                .value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    named.push(token);
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            has_host = true;
+        } else if name.eq_ignore_ascii_case(b"authorization") {
+            authorization = authorization.or(Some(span(h.value)));
+        } else if name.eq_ignore_ascii_case(b"x-api-key") {
+            api_key = api_key.or(Some(span(h.value)));
         }
     }
-    if length > MAX_HEAD_BYTES {
-        return Parsed::HandOver;
+    let body = body.unwrap_or(0);
+    let encoded = rules.plain_upstream
+        && !(rules.feedback && method == "POST" && path.split('?').next() == Some(FEEDBACK_PATH));
+    if encoded {
+        wire.clear();
+        wire.extend_from_slice(method.as_bytes());
+        wire.push(b' ');
+        wire.extend_from_slice(path.as_bytes());
+        wire.extend_from_slice(b" HTTP/1.1\r\n");
+        for h in request.headers.iter() {
+            let name = h.name.as_bytes();
+            if is_hop_by_hop(name)
+                || name.eq_ignore_ascii_case(b"content-length")
+                || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            wire.extend_from_slice(name);
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(h.value);
+            wire.extend_from_slice(b"\r\n");
+        }
+        if !has_host {
+            wire.extend_from_slice(b"host: ");
+            wire.extend_from_slice(rules.host);
+            wire.extend_from_slice(b"\r\n");
+        }
+        if body > 0 {
+            wire.extend_from_slice(b"content-length: ");
+            wire.extend_from_slice(itoa::Buffer::new().format(body).as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
     }
     Parsed::Request(Head {
         length,
-        body: body.unwrap_or(0),
+        body,
         close,
+        method: method_value,
+        path: span(path.as_bytes()),
+        authorization,
+        api_key,
+        encoded,
     })
 }
 
@@ -405,14 +540,11 @@ impl Conn {
         let chunked = !bodiless && size.is_none();
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
-            Some(reason) => out.extend_from_slice(reason.as_bytes()),
-            None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
-        }
-        out.extend_from_slice(b"\r\n");
+        let reason = parts
+            .extensions
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| r.as_bytes());
+        status_line(&mut out, status, reason);
         for (name, value) in &parts.headers {
             // Framing is the fast path's to say (from the body), except for bodiless answers,
             // whose content-length (a HEAD's) passes as the model sent it.
@@ -422,31 +554,89 @@ impl Conn {
             {
                 continue;
             }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            header_line(&mut out, name.as_str().as_bytes(), value.as_bytes());
         }
-        if !parts.headers.contains_key(header::DATE) {
-            out.extend_from_slice(b"date: ");
-            out.extend_from_slice(&http_date());
-            out.extend_from_slice(b"\r\n");
-        }
-        if chunked {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        } else if let (false, Some(n)) = (bodiless, size) {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        if close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        let framing = match (bodiless, size) {
+            (true, _) => Framing::None,
+            (false, Some(n)) => Framing::Length(n),
+            (false, None) => Framing::Chunked,
+        };
+        head_end(
+            &mut out,
+            parts.headers.contains_key(header::DATE),
+            framing,
+            close,
+        );
         let result = if bodiless {
             self.write(&out).await
         } else {
             self.write_body(&mut out, &mut body, chunked).await
+        };
+        self.out = out;
+        result
+    }
+
+    /// Writes the model's read answer: its header lines as the model sent them (hop-by-hop
+    /// ones and `content-length` dropped), the token, then head and body in one write.
+    async fn respond_model(
+        &mut self,
+        answer: &ModelAnswer,
+        head_request: bool,
+        close: bool,
+    ) -> io::Result<()> {
+        let status = answer.head.status;
+        let bodiless = head_request
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        status_line(&mut out, status, answer.head.reason());
+        // Headers named in Connection are hop-by-hop too (nearly always none is).
+        let mut named: Vec<&[u8]> = Vec::new();
+        for (name, value) in answer.head.headers() {
+            if name.eq_ignore_ascii_case(b"connection") {
+                named.extend(
+                    value
+                        .split(|b| *b == b',')
+                        .map(<[u8]>::trim_ascii)
+                        .filter(|t| {
+                            !t.is_empty()
+                                && !t.eq_ignore_ascii_case(b"keep-alive")
+                                && !t.eq_ignore_ascii_case(b"close")
+                        }),
+                );
+            }
+        }
+        let mut has_date = false;
+        for (name, value) in answer.head.headers() {
+            if is_hop_by_hop(name)
+                || (!bodiless && name.eq_ignore_ascii_case(b"content-length"))
+                || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            header_line(&mut out, name, value);
+        }
+        if let Some(token) = &answer.token {
+            header_line(&mut out, TOKEN_HEADER.as_bytes(), token.as_bytes());
+        }
+        let framing = if bodiless {
+            Framing::None
+        } else {
+            Framing::Length(answer.body.len() as u64)
+        };
+        head_end(&mut out, has_date, framing, close);
+        let result = if bodiless || answer.body.len() > COALESCE_BYTES {
+            let written = self.write(&out).await;
+            match written {
+                Ok(()) if !bodiless => self.write(&answer.body).await,
+                other => other,
+            }
+        } else {
+            out.extend_from_slice(&answer.body);
+            self.write(&out).await
         };
         self.out = out;
         result
@@ -512,6 +702,57 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// How a response's body is framed on the wire.
+enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    /// `content-length`.
+    Length(u64),
+    /// `transfer-encoding: chunked`.
+    Chunked,
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match reason {
+        Some(reason) => out.extend_from_slice(reason),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The end of a response head: `date` unless there is one, the framing, `connection: close`
+/// when the connection ends with this answer, the blank line.
+fn head_end(out: &mut Vec<u8>, has_date: bool, framing: Framing, close: bool) {
+    if !has_date {
+        header_line(out, b"date", &http_date());
+    }
+    match framing {
+        Framing::None => {}
+        Framing::Length(n) => {
+            header_line(
+                out,
+                b"content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
+        }
+        Framing::Chunked => header_line(out, b"transfer-encoding", b"chunked"),
+    }
+    if close {
+        header_line(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `date` as RFC 9110 §5.6.7 writes it, formatted once a second per thread.
@@ -594,33 +835,67 @@ impl AsyncWrite for Rewind {
 mod tests {
     use super::*;
 
+    const RULES: Rules<'static> = Rules {
+        max_body: 1024,
+        host: b"127.0.0.1:8080",
+        plain_upstream: true,
+        feedback: true,
+    };
+
+    fn parsed(raw: &str) -> (Parsed, Vec<u8>) {
+        let mut wire = Vec::new();
+        (parse(raw.as_bytes(), &RULES, &mut wire), wire)
+    }
+
     fn head(raw: &str) -> Parsed {
-        parse(raw.as_bytes(), 1024)
+        parsed(raw).0
+    }
+
+    fn fast(raw: &str) -> (Head, String) {
+        match parsed(raw) {
+            (Parsed::Request(head), wire) => (head, String::from_utf8(wire).unwrap()),
+            (other, _) => panic!("{raw:?}: {other:?}"),
+        }
     }
 
     #[test]
-    fn plain_keep_alive_requests_take_the_fast_path() {
+    fn plain_keep_alive_requests_take_the_fast_path_and_are_encoded_for_the_model() {
+        let raw = "POST /predict?x=1 HTTP/1.1\r\nHost: m\r\nContent-Length: 2\r\nConnection: keep-alive, X-Trace\r\nX-Trace: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Api-Key: k\r\nAuthorization: Bearer t\r\n\r\n{}";
+        let (head, wire) = fast(raw);
+        assert_eq!(head.length, raw.len() - 2);
+        assert_eq!(head.body, 2);
+        assert!(!head.close);
+        assert_eq!(head.method, Method::POST);
+        assert!(head.encoded);
+        assert_eq!(head.slice(raw.as_bytes(), head.path), b"/predict?x=1");
         assert_eq!(
-            head("POST /predict HTTP/1.1\r\nhost: m\r\ncontent-length: 2\r\n\r\n{}"),
-            Parsed::Request(Head {
-                length: 54,
-                body: 2,
-                close: false
-            })
+            head.authorization.map(|s| head.slice(raw.as_bytes(), s)),
+            Some(&b"Bearer t"[..])
         );
         assert_eq!(
-            head("GET /x HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n"),
-            Parsed::Request(Head {
-                length: 50,
-                body: 0,
-                close: true
-            })
+            head.api_key.map(|s| head.slice(raw.as_bytes(), s)),
+            Some(&b"k"[..])
         );
+        // Hop-by-hop headers, those Connection names and content-length are dropped; the
+        // body's content-length ends the head (the body follows once read).
         assert_eq!(
-            head("POST /predict HTTP/1.1\r\nhost: m\r\n"),
+            wire,
+            "POST /predict?x=1 HTTP/1.1\r\nHost: m\r\nX-Api-Key: k\r\nAuthorization: Bearer t\r\ncontent-length: 2\r\n\r\n"
+        );
+        let (head, wire) = fast("GET /x HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n");
+        assert!(head.close);
+        assert_eq!(head.body, 0);
+        assert_eq!(wire, "GET /x HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n");
+        // Feedback is the monitor's: parsed, not encoded.
+        let (feedback, wire) =
+            fast("POST /drover/feedback HTTP/1.1\r\nhost: m\r\ncontent-length: 2\r\n\r\n{}");
+        assert!(!feedback.encoded);
+        assert!(wire.is_empty());
+        assert_eq!(
+            parsed("POST /predict HTTP/1.1\r\nhost: m\r\n").0,
             Parsed::Partial
         );
-        assert_eq!(head(""), Parsed::Partial);
+        assert_eq!(parsed("").0, Parsed::Partial);
     }
 
     #[test]

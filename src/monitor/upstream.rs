@@ -25,7 +25,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -120,12 +120,71 @@ enum Chunk {
     Trailers,
 }
 
-/// A response head from the model and how to read its body.
+/// Where one header line's name and value are in a response head.
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// A response head from the model and how to read its body. The head is kept as the model
+/// sent it: the monitor writes it on to the client line by line without building a header
+/// map ([`ResponseHead::to_parts`] builds one for the paths that need it).
 pub struct ResponseHead {
-    /// Status, version, headers and extensions, as hyper's client gave them.
-    pub parts: http::response::Parts,
+    /// The status.
+    pub status: StatusCode,
+    version: Version,
+    /// The reason phrase, when it is not the status's canonical one.
+    reason: Option<(usize, usize)>,
+    raw: Bytes,
+    lines: Vec<Line>,
     framing: Option<Framing>,
     keep_alive: bool,
+    /// The body's length, when the head declares one (`content-length`).
+    pub content_length: Option<u64>,
+}
+
+impl ResponseHead {
+    /// The header lines, name and value, in the order the model sent them.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines.iter().map(|l| {
+            (
+                &self.raw[l.name.0..l.name.0 + l.name.1],
+                &self.raw[l.value.0..l.value.0 + l.value.1],
+            )
+        })
+    }
+
+    /// The reason phrase, when it is not the status's canonical one.
+    pub fn reason(&self) -> Option<&[u8]> {
+        self.reason.map(|(at, len)| &self.raw[at..at + len])
+    }
+
+    /// Status, version, headers and extensions, as hyper's client gave them (a non-canonical
+    /// reason phrase as [`hyper::ext::ReasonPhrase`]). Header values share the head's memory.
+    pub fn to_parts(&self) -> http::response::Parts {
+        let mut map = HeaderMap::with_capacity(self.lines.len());
+        for l in &self.lines {
+            // httparse has checked names are tokens and values have no control characters,
+            // which is what the `http` types accept: nothing is dropped here in practice.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.raw[l.name.0..l.name.0 + l.name.1]),
+                HeaderValue::from_maybe_shared(self.raw.slice(l.value.0..l.value.0 + l.value.1)),
+            ) {
+                map.append(name, value);
+            }
+        }
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = self.status;
+        parts.version = self.version;
+        parts.headers = map;
+        if let Some((at, len)) = self.reason
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(self.raw.slice(at..at + len))
+        {
+            parts.extensions.insert(reason);
+        }
+        parts
+    }
 }
 
 impl Upstream {
@@ -318,77 +377,90 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> Result<Option<ResponseH
         } else {
             Version::HTTP_10
         };
+        // Offsets of each name and value, so they can be read from the frozen head.
+        let base = buffer.as_ptr() as usize;
+        let span = |b: &[u8]| (b.as_ptr() as usize - base, b.len());
         let reason = response
             .reason
             .filter(|r| Some(*r) != status.canonical_reason())
-            .map(|r| Bytes::copy_from_slice(r.as_bytes()));
-        // Offsets of each name and value, so they can be sliced out of the frozen head
-        // without copying.
-        let base = buffer.as_ptr() as usize;
-        let mut spans = Vec::with_capacity(response.headers.len());
-        for h in response.headers.iter() {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            spans.push((name, h.name.len(), value, h.value.len()));
-        }
-        let head = buffer.split_to(length).freeze();
-        if (100..200).contains(&code) && code != 101 {
-            continue;
-        }
-        let mut map = HeaderMap::with_capacity(spans.len());
+            .map(|r| span(r.as_bytes()));
+        let mut lines = Vec::with_capacity(response.headers.len());
         let mut keep_alive = version == Version::HTTP_11;
         let mut saw_close = false;
-        for (name_at, name_len, value_at, value_len) in spans {
-            let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-                .map_err(|_| SendError::Invalid("invalid header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-                .map_err(|_| SendError::Invalid("invalid header value"))?;
-            if name == header::CONNECTION {
+        let mut te_chunked = None;
+        let mut content_length: Option<u64> = None;
+        for h in response.headers.iter() {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
                 // Once any Connection line asks to close, a later keep-alive does not undo it.
-                if saw_close || has_token(&value, b"close") {
+                if saw_close || has_token(h.value, b"close") {
                     saw_close = true;
                     keep_alive = false;
                 } else if !keep_alive {
-                    keep_alive = has_token(&value, b"keep-alive");
+                    keep_alive = has_token(h.value, b"keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // The last coding decides.
+                te_chunked = Some(
+                    h.value
+                        .rsplit(|b| *b == b',')
+                        .next()
+                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+                );
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                for part in h.value.split(|b| *b == b',') {
+                    let part = part.trim_ascii();
+                    let n = std::str::from_utf8(part)
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or(SendError::Invalid("invalid content-length"))?;
+                    if content_length.is_some_and(|l| l != n) {
+                        return Err(SendError::Invalid("conflicting content-length"));
+                    }
+                    content_length = Some(n);
                 }
             }
-            map.append(name, value);
+            lines.push(Line {
+                name: span(name),
+                value: span(h.value),
+            });
         }
-        let framing = framing(status, method, version, &map)?;
+        let raw = buffer.split_to(length).freeze();
+        if (100..200).contains(&code) && code != 101 {
+            continue;
+        }
+        let framing = framing(status, method, version, te_chunked, content_length)?;
         if matches!(framing, Some(Framing::Close)) || code == 101 {
             keep_alive = false;
         }
-        let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts.status = status;
-        parts.version = version;
-        parts.headers = map;
-        if let Some(reason) = reason {
-            // A reason phrase from httparse is valid by construction.
-            if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
-                parts.extensions.insert(reason);
-            }
-        }
         return Ok(Some(ResponseHead {
-            parts,
+            status,
+            version,
+            reason,
+            raw,
+            lines,
             framing,
             keep_alive,
+            content_length,
         }));
     }
 }
 
-fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
+fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
-        .as_bytes()
         .split(|b| *b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// The body's framing (RFC 9112 §6.3, what hyper's client decided); `None`: no body.
+/// `chunked`: whether a transfer-encoding was sent and ends in `chunked`.
 fn framing(
     status: StatusCode,
     method: &Method,
     version: Version,
-    headers: &HeaderMap,
+    chunked: Option<bool>,
+    length: Option<u64>,
 ) -> Result<Option<Framing>, SendError> {
     if matches!(status.as_u16(), 101 | 204 | 304) || *method == Method::HEAD {
         return Ok(None);
@@ -396,41 +468,17 @@ fn framing(
     if *method == Method::CONNECT && status.is_success() {
         return Ok(None);
     }
-    if let Some(te) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
+    if let Some(chunked) = chunked {
         if version == Version::HTTP_10 {
             return Err(SendError::Invalid(
                 "transfer-encoding in an HTTP/1.0 response",
             ));
         }
-        let chunked = te
-            .as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return Ok(Some(if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
             Framing::Close
         }));
-    }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(SendError::Invalid("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(SendError::Invalid("conflicting content-length"));
-            }
-            length = Some(n);
-        }
     }
     Ok(Some(match length {
         Some(0) => return Ok(None),
@@ -687,7 +735,7 @@ mod tests {
     #[test]
     fn requests_carry_content_length_only_with_a_body() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("m:8080"));
+        headers.insert(http::header::HOST, HeaderValue::from_static("m:8080"));
         let uri: Uri = "/predict?x=1".parse().unwrap();
         let wire = encode_request(&Method::POST, &uri, &headers, b"{}");
         assert_eq!(
@@ -758,9 +806,10 @@ mod tests {
         .ok()
         .flatten()
         .unwrap();
-        assert_eq!(h.parts.status, StatusCode::CREATED);
+        assert_eq!(h.status, StatusCode::CREATED);
+        assert!(h.reason().is_none());
         assert!(
-            h.parts
+            h.to_parts()
                 .extensions
                 .get::<hyper::ext::ReasonPhrase>()
                 .is_none()
@@ -773,12 +822,33 @@ mod tests {
         .flatten()
         .unwrap();
         assert_eq!(
-            h.parts
+            h.to_parts()
                 .extensions
                 .get::<hyper::ext::ReasonPhrase>()
                 .map(|r| r.as_bytes()),
             Some(&b"Fine"[..])
         );
+        assert_eq!(h.reason(), Some(&b"Fine"[..]));
+        let h = head(
+            "HTTP/1.1 200 OK\r\nX-Model: fraud\r\nset-cookie: a\r\nset-cookie: b\r\ncontent-length: 0\r\n\r\n",
+            &Method::GET,
+        )
+        .ok()
+        .flatten()
+        .unwrap();
+        assert_eq!(
+            h.headers().collect::<Vec<_>>(),
+            [
+                (&b"X-Model"[..], &b"fraud"[..]),
+                (b"set-cookie", b"a"),
+                (b"set-cookie", b"b"),
+                (b"content-length", b"0")
+            ]
+        );
+        let parts = h.to_parts();
+        assert_eq!(parts.headers["x-model"], "fraud");
+        assert_eq!(parts.headers.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(h.content_length, Some(0));
         assert!(head("HTTP/1.1 200 OK\r\ncontent-le", &Method::GET).is_ok_and(|h| h.is_none()));
         for bad in [
             "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
