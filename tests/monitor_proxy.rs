@@ -765,6 +765,9 @@ async fn scripted_upstream() -> SocketAddr {
                     }
                     "/http10" => b"HTTP/1.0 200 OK\r\ncontent-length: 4\r\n\r\nold!",
                     "/reason" => b"HTTP/1.1 299 Fine Thanks\r\ncontent-length: 0\r\n\r\n",
+                    "/headers" => {
+                        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Model: fraud\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok"
+                    }
                     _ => b"this is not HTTP\r\n\r\n",
                 };
                 let _ = stream.write_all(response).await;
@@ -794,6 +797,29 @@ async fn responses_are_framed_as_the_model_sent_them() {
     assert_eq!((a.status, &a.body[..]), (StatusCode::OK, &b"old!"[..]));
     let a = get("/reason").await;
     assert_eq!(a.status.as_u16(), 299);
+    // Header lines pass as the model sent them (repeated ones too, its date kept), minus
+    // hop-by-hop ones and those its Connection names.
+    let a = get("/headers").await;
+    assert_eq!((a.status, &a.body[..]), (StatusCode::OK, &b"ok"[..]));
+    assert_eq!(a.headers["x-model"], "fraud");
+    assert_eq!(a.headers.get_all("set-cookie").iter().count(), 2);
+    assert_eq!(a.headers["date"], "Sun, 06 Nov 1994 08:49:37 GMT");
+    assert_eq!(a.headers.get_all("date").iter().count(), 1);
+    assert!(a.headers.get("x-hop").is_none());
+    assert!(a.headers.get("keep-alive").is_none());
+    // The reason phrase too (read raw: clients do not keep it).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(m.serving).await.unwrap();
+        stream
+            .write_all(b"GET /reason HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 299 Fine Thanks\r\n"), "{text}");
+    }
     let a = get("/garbage").await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     let r = report(&m).await;

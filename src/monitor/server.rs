@@ -57,8 +57,12 @@ pub const TIMER_SLACK: Duration = Duration::from_millis(500);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header lines the fast path parses; more go to hyper.
 const MAX_HEADERS: usize = 64;
-/// What each read asks for (a typical request fits, so one read takes it whole).
-const READ_CHUNK: usize = 16 * 1024;
+/// What each read asks for (a typical request fits, so one read takes it whole; hyper's
+/// server starts its read buffer at the same size).
+const READ_CHUNK: usize = 8 * 1024;
+/// Buffers grown past this by a large request are let go once it is answered, so a
+/// kept-alive connection does not hold a large upload's memory while idle.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 /// Bodies up to this size are copied behind the head so both go out in one write.
 const COALESCE_BYTES: usize = 64 * 1024;
 
@@ -211,6 +215,15 @@ pub async fn connection(serving: Arc<Serving>, stream: TcpStream, draining: watc
         if written.is_err() || close {
             let _ = conn.stream.shutdown().await;
             return;
+        }
+        if conn.buffer.is_empty() && conn.buffer.capacity() > KEEP_BUFFER_BYTES {
+            conn.buffer = BytesMut::new();
+        }
+        if wire.capacity() > KEEP_BUFFER_BYTES {
+            wire = Vec::with_capacity(1024);
+        }
+        if conn.out.capacity() > KEEP_BUFFER_BYTES {
+            conn.out = Vec::with_capacity(1024);
         }
     }
 }
