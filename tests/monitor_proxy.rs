@@ -1230,3 +1230,92 @@ async fn draining_closes_idle_connections_at_once_and_answers_busy_ones_first() 
         .expect("drained within 5 s")
         .unwrap();
 }
+
+#[tokio::test]
+async fn tls_on_the_serving_port_speaks_http_1_1_and_h2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream().await;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempdir::Dir::new();
+    let cert = dir.0.join("tls.crt");
+    let key = dir.0.join("tls.key");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let m = start_monitor(
+        up,
+        &[
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let connect = |alpn: &[u8]| {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        async move {
+            let tcp = tokio::net::TcpStream::connect(m.serving).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            connector.connect(name, tcp).await.unwrap()
+        }
+    };
+    // HTTP/1.1 over TLS: answered and recorded.
+    let mut tls = connect(b"http/1.1").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let body = transaction(1.0);
+    let request = format!(
+        "POST /predict HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    let _ = tls.read_to_end(&mut all).await;
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#""prediction":0"#), "{text}");
+    // h2 by ALPN.
+    let tls = connect(b"h2").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            http::Request::post("https://localhost/predict")
+                .body(Full::new(Bytes::from(transaction(500.0))))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["prediction"],
+        1
+    );
+    assert_eq!(report(&m).await.rows, 2);
+    // A client that does not speak TLS gets nothing, and the monitor goes on.
+    let mut plain = tokio::net::TcpStream::connect(m.serving).await.unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nhost: m\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = plain.read_to_end(&mut all).await;
+    assert!(!String::from_utf8_lossy(&all).contains("200 OK"));
+    assert_eq!(report(&m).await.rows, 2);
+}
