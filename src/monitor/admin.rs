@@ -178,15 +178,9 @@ async fn report(
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     let report = match query.feedback_since {
-        Some(seq) => {
-            let same_instance = query
-                .feedback_instance
-                .as_deref()
-                .is_none_or(|i| i == state.recorder.instance());
-            state
-                .recorder
-                .report_with_feedback(if same_instance { seq } else { 0 })
-        }
+        Some(seq) => state
+            .recorder
+            .report_with_feedback(seq, query.feedback_instance.as_deref()),
         None => state.recorder.report(),
     };
     match serde_json::to_vec(&report) {

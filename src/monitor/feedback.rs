@@ -378,8 +378,9 @@ impl Performance {
         }
     }
 
-    /// Adds what one label contributed.
-    fn add(&mut self, c: &Contribution) {
+    /// Adds what one label contributed (as [`record`](Self::record) did; the operator sums
+    /// what it took out of a pod's counters this way).
+    pub fn add(&mut self, c: &Contribution) {
         self.labelled += 1;
         match c {
             Contribution::Class {

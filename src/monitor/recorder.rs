@@ -500,8 +500,14 @@ impl Recorder {
 
     /// The cumulative report with the feedback log after `seq` (`feedbackSince`), read under
     /// the same lock as the performance counters, so the log accounts for exactly the labels
-    /// the report counts.
-    pub fn report_with_feedback(&self, seq: u64) -> Report {
+    /// the report counts. `seq` is a number of `instance` (`feedbackInstance`): when that is
+    /// another monitor process (this one restarted since), the whole log comes back.
+    pub fn report_with_feedback(&self, seq: u64, instance: Option<&str>) -> Report {
+        let seq = if instance.is_none_or(|i| i == self.instance) {
+            seq
+        } else {
+            0
+        };
         let s = self.lock();
         let mut report = self.report_of(&s);
         report.feedback_log = Some(match &s.feedback_log {
@@ -509,11 +515,6 @@ impl Recorder {
             None => FeedbackRing::default().since(seq),
         });
         report
-    }
-
-    /// This monitor process's id (the report's `instance`).
-    pub fn instance(&self) -> &str {
-        &self.instance
     }
 
     fn report_of(&self, s: &State) -> Report {
@@ -873,7 +874,7 @@ mod tests {
         use crate::monitor::feedback::{self, Claims, Labelled, Task};
         let r = recorder(None);
         assert!(
-            r.report_with_feedback(0)
+            r.report_with_feedback(0, None)
                 .feedback_log
                 .unwrap()
                 .records
@@ -915,7 +916,7 @@ mod tests {
             .is_err()
         );
         assert!(r.report().feedback_log.is_none(), "not asked for");
-        let report = r.report_with_feedback(1);
+        let report = r.report_with_feedback(1, Some("test-instance"));
         let log = report.feedback_log.unwrap();
         assert_eq!((log.first_seq, log.next_seq, log.start_seq()), (1, 4, 2));
         assert_eq!(
@@ -928,8 +929,13 @@ mod tests {
         assert_eq!(log.records[0].time, 1_800_000_001);
         // Taking every logged label out of the report's counters leaves nothing counted.
         let mut p = report.performance.unwrap();
-        for record in &r.report_with_feedback(0).feedback_log.unwrap().records {
-            let log = r.report_with_feedback(0).feedback_log.unwrap();
+        // Asked by a caller that knew another monitor process: the whole log.
+        let log = r
+            .report_with_feedback(3, Some("restarted-since"))
+            .feedback_log
+            .unwrap();
+        assert_eq!(log.records.len(), 3);
+        for record in &log.records {
             p.unrecord(&log.contribution(record).unwrap()).unwrap();
         }
         assert_eq!(p.labelled, 0);
