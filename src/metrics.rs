@@ -354,6 +354,16 @@ impl Metrics {
         }
     }
 
+    /// Removes the feedback-check series of `namespace/name` (deleted).
+    pub fn forget_feedback(&self, namespace: &str, name: &str) {
+        let labels = ModelLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.feedback_duplicates.remove(&labels);
+        self.feedback_unverified.remove(&labels);
+    }
+
     /// Counts one scrape by outcome.
     pub fn scraped(&self, outcome: &'static str) {
         self.scrapes.get_or_create(&OutcomeLabels { outcome }).inc();
@@ -522,6 +532,13 @@ mod tests {
         assert!(
             !text.contains("drover_feedback_unverified_total{"),
             "no series before the first unverified label: {text}"
+        );
+        metrics.forget_feedback("ml", "fraud");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            !text.contains("drover_feedback_duplicates_total{"),
+            "{text}"
         );
     }
 
