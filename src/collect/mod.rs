@@ -325,7 +325,7 @@ impl Collector {
 
     /// [`record`](Self::record), checking the report's feedback log against what every pod of
     /// `uid` counted when `feedback` is given (the ModelDeployment has
-    /// `monitoring.performance`; [`dedup`]). Without it, `uid`'s feedback state is dropped.
+    /// `monitoring.performance`; [`dedup`]).
     pub fn record_checked(
         &self,
         uid: &str,
@@ -344,7 +344,6 @@ impl Collector {
                 check,
             ),
             None => {
-                model.feedback = None;
                 // Never kept in a window: it is only read here.
                 report.feedback_log = None;
                 Checked::default()
@@ -453,14 +452,22 @@ impl Collector {
 /// The pods of one revision of one ModelDeployment to scrape in a round.
 struct Job {
     uid: String,
-    namespace: String,
-    name: String,
     revision: String,
     pods: Vec<PodTarget>,
     token: String,
     /// Set when the ModelDeployment has `monitoring.performance`.
-    feedback: Option<FeedbackCheck>,
+    feedback: Option<JobFeedback>,
 }
+
+/// The cross-pod feedback check of a job, and whose metrics it counts in.
+struct JobFeedback {
+    check: FeedbackCheck,
+    namespace: String,
+    name: String,
+}
+
+/// Whole feedback logs read at once (first looks), over all ModelDeployments.
+pub const FIRST_LOOKS_AT_ONCE: usize = 2;
 
 /// How `md`'s feedback is checked across pods at `now` (`None`: it has no performance
 /// settings, so no monitor accepts feedback).
@@ -608,12 +615,14 @@ impl CollectLoop {
                     .collect();
                 jobs.push(Job {
                     uid: uid.clone(),
-                    namespace: md.namespace().unwrap_or_default(),
-                    name: md.name_any(),
                     revision: revision.to_string(),
                     pods: of_revision,
                     token: token.clone(),
-                    feedback,
+                    feedback: feedback.map(|check| JobFeedback {
+                        check,
+                        namespace: md.namespace().unwrap_or_default(),
+                        name: md.name_any(),
+                    }),
                 });
             }
             due_models.push(ObjectRef::from_obj(guard.as_ref()));
@@ -630,16 +639,25 @@ impl CollectLoop {
                 job.pods.iter().map(move |p| {
                     let cursor = job
                         .feedback
+                        .as_ref()
                         .map(|_| self.collector.feedback_cursor(&job.uid, &p.name));
                     (i, p.clone(), job.token.clone(), cursor)
                 })
             })
             .collect();
         let port = self.settings.admin_port;
+        // A first look reads a pod's whole feedback log (up to ~4 MB of JSON): a few at a time,
+        // so an operator starting among many busy pods does not hold dozens at once.
+        let first_looks = Arc::new(tokio::sync::Semaphore::new(FIRST_LOOKS_AT_ONCE));
         let mut results = futures::stream::iter(requests)
             .map(|(job, pod, token, cursor)| {
                 let scraper = scraper.clone();
+                let first_looks = first_looks.clone();
                 async move {
+                    let _permit = match &cursor {
+                        Some(c) if c.instance.is_none() => first_looks.acquire_owned().await.ok(),
+                        _ => None,
+                    };
                     let r = scraper
                         .fetch_report(pod.ip, port, &token, cursor.as_ref())
                         .await;
@@ -667,7 +685,7 @@ impl CollectLoop {
                         revision,
                         &pod,
                         report,
-                        job.feedback,
+                        job.feedback.as_ref().map(|f| f.check),
                     );
                     if let Some((outcome, checked)) = recorded {
                         match outcome {
@@ -677,8 +695,10 @@ impl CollectLoop {
                             }
                             Recorded::New | Recorded::Updated => {}
                         }
-                        self.metrics
-                            .feedback_checked(&job.namespace, &job.name, checked);
+                        if let Some(f) = &job.feedback {
+                            self.metrics
+                                .feedback_checked(&f.namespace, &f.name, checked);
+                        }
                     }
                 }
                 Err(failure) => {
