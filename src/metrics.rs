@@ -119,6 +119,8 @@ pub struct Metrics {
     retraining_runs: Family<ReasonLabels, Counter>,
     candidates: Family<ReasonLabels, Counter>,
     notifications: Family<OutcomeLabels, Counter>,
+    feedback_duplicates: Family<ModelLabels, Counter>,
+    feedback_unverified: Family<ModelLabels, Counter>,
     /// The features whose score series exist, per (namespace, name).
     scored: ScoredFeatures,
 }
@@ -145,6 +147,8 @@ impl Default for Metrics {
             retraining_runs: Family::default(),
             candidates: Family::default(),
             notifications: Family::default(),
+            feedback_duplicates: Family::default(),
+            feedback_unverified: Family::default(),
             scored: Default::default(),
         }
     }
@@ -236,6 +240,16 @@ impl Metrics {
             "Webhook notifications by outcome (delivered, retried, failed, dropped, unsent)",
             self.notifications.clone(),
         );
+        r.register(
+            "feedback_duplicates",
+            "Labels a pod counted for a token another pod (or the same one) had counted already, taken out of the performance windows",
+            self.feedback_duplicates.clone(),
+        );
+        r.register(
+            "feedback_unverified",
+            "Labels counted without the cross-pod duplicate check: they left a monitor's feedback log before a scrape read them",
+            self.feedback_unverified.clone(),
+        );
     }
 
     /// Counts one webhook notification outcome.
@@ -314,6 +328,40 @@ impl Metrics {
                 reason: verdict,
             })
             .inc();
+    }
+
+    /// Counts what the cross-pod feedback check of one report of `namespace/name` found (a
+    /// series appears with its first duplicate or unverified label).
+    pub fn feedback_checked(
+        &self,
+        namespace: &str,
+        name: &str,
+        checked: crate::collect::dedup::Checked,
+    ) {
+        let labels = || ModelLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        if checked.duplicates > 0 {
+            self.feedback_duplicates
+                .get_or_create(&labels())
+                .inc_by(checked.duplicates);
+        }
+        if checked.unverified > 0 {
+            self.feedback_unverified
+                .get_or_create(&labels())
+                .inc_by(checked.unverified);
+        }
+    }
+
+    /// Removes the feedback-check series of `namespace/name` (deleted).
+    pub fn forget_feedback(&self, namespace: &str, name: &str) {
+        let labels = ModelLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.feedback_duplicates.remove(&labels);
+        self.feedback_unverified.remove(&labels);
     }
 
     /// Counts one scrape by outcome.
@@ -450,6 +498,14 @@ mod tests {
         metrics.failed(FailureCategory::Api);
         metrics.reconciled(Duration::from_millis(3));
         metrics.set_phases([(Phase::Healthy, 2)]);
+        metrics.feedback_checked(
+            "ml",
+            "fraud",
+            crate::collect::dedup::Checked {
+                duplicates: 2,
+                unverified: 0,
+            },
+        );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("drover_reconciles_total 1"), "{text}");
@@ -467,6 +523,21 @@ mod tests {
         );
         assert!(
             text.contains("drover_model_deployments{phase=\"Failed\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drover_feedback_duplicates_total{namespace=\"ml\",name=\"fraud\"} 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("drover_feedback_unverified_total{"),
+            "no series before the first unverified label: {text}"
+        );
+        metrics.forget_feedback("ml", "fraud");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            !text.contains("drover_feedback_duplicates_total{"),
             "{text}"
         );
     }

@@ -277,28 +277,37 @@ pub fn performance_breach(
         return None;
     }
     let mut breaches = Vec::new();
-    let n = p.labelled;
+    // What the figures rest on, so a verdict explains itself (duplicates from other pods
+    // were taken out; unverified labels could not be checked for them).
+    let mut basis = vec![format!("{} labels", p.labelled)];
+    if p.duplicates > 0 {
+        basis.push(format!("{} duplicates taken out", p.duplicates));
+    }
+    if p.unverified > 0 {
+        basis.push(format!("{} unverified", p.unverified));
+    }
+    let n = basis.join(", ");
     if let (Some(min), Some(acc)) = (spec.min_accuracy, p.accuracy())
         && acc < min
     {
-        breaches.push(format!("accuracy {acc:.4} below {min} ({n} labels)"));
+        breaches.push(format!("accuracy {acc:.4} below {min} ({n})"));
     }
     if let (Some(min), Some((_, _, f1))) = (
         spec.min_f1,
         p.precision_recall_f1(spec.positive_class.as_deref()),
     ) && f1 < min
     {
-        breaches.push(format!("F1 {f1:.4} below {min} ({n} labels)"));
+        breaches.push(format!("F1 {f1:.4} below {min} ({n})"));
     }
     if let (Some(max), Some(mae)) = (spec.max_mae, p.mae())
         && mae > max
     {
-        breaches.push(format!("MAE {mae:.4} above {max} ({n} labels)"));
+        breaches.push(format!("MAE {mae:.4} above {max} ({n})"));
     }
     if let (Some(max), Some(rmse)) = (spec.max_rmse, p.rmse())
         && rmse > max
     {
-        breaches.push(format!("RMSE {rmse:.4} above {max} ({n} labels)"));
+        breaches.push(format!("RMSE {rmse:.4} above {max} ({n})"));
     }
     Some((!breaches.is_empty()).then(|| breaches.join("; ")))
 }
@@ -342,6 +351,38 @@ pub fn slo_breach(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_performance_verdict_says_what_its_labels_rest_on() {
+        use crate::monitor::feedback::{Performance, Task};
+        let spec: crate::api::PerformanceSpec =
+            serde_json::from_value(serde_json::json!({"minLabels": 2, "minAccuracy": 0.9}))
+                .unwrap();
+        let mut p = Performance::default();
+        for (prediction, truth) in [(1, 0), (1, 1)] {
+            p.record(
+                Task::Classification,
+                &serde_json::json!(prediction),
+                &serde_json::json!(truth),
+            )
+            .unwrap();
+        }
+        let mut report = crate::rollout::fixtures::report(1, 0, 1.0);
+        report.performance = Some(p.clone());
+        assert_eq!(
+            performance_breach(Some(&spec), Some(&report)),
+            Some(Some("accuracy 0.5000 below 0.9 (2 labels)".into()))
+        );
+        p.duplicates = 3;
+        p.unverified = 1;
+        report.performance = Some(p);
+        assert_eq!(
+            performance_breach(Some(&spec), Some(&report)),
+            Some(Some(
+                "accuracy 0.5000 below 0.9 (2 labels, 3 duplicates taken out, 1 unverified)".into()
+            ))
+        );
+    }
 
     fn profile() -> ReferenceProfile {
         crate::rollout::fixtures::fraud_profile()

@@ -1,7 +1,8 @@
 //! The collector against real `drover monitor` processes on loopback addresses (127.0.0.x),
 //! each standing in for a pod: scrapes with the token read from the (mocked) API, windows over
-//! the cumulative reports, a monitor that restarts, a pod that stops answering, and the
-//! planner's judgement on the evidence collected.
+//! the cumulative reports, a monitor that restarts, a pod that stops answering, the
+//! planner's judgement on the evidence collected, and feedback retried against another pod
+//! counted once.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -79,6 +80,17 @@ async fn start_monitor(
     admin_port: u16,
     upstream: SocketAddr,
 ) -> MonitorProcess {
+    start_monitor_with(ip, serve_port, admin_port, upstream, &[]).await
+}
+
+/// [`start_monitor`] with `extra` arguments.
+async fn start_monitor_with(
+    ip: IpAddr,
+    serve_port: u16,
+    admin_port: u16,
+    upstream: SocketAddr,
+    extra: &[&str],
+) -> MonitorProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_drover"))
         .args([
             "monitor",
@@ -95,6 +107,7 @@ async fn start_monitor(
             "--threads",
             "1",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -412,4 +425,136 @@ async fn scrapes_real_monitors_merges_per_revision_survives_restarts_and_counts_
     );
     assert_eq!(ev.stable.as_ref().unwrap().requests.total(), 200);
     drop(stable);
+}
+
+/// POSTs `body` to `path` on `m`'s serving port: the status and the prediction token, if any.
+async fn post_to(m: &MonitorProcess, path: &str, body: String) -> (StatusCode, Option<String>) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let url = format!("http://{}{path}", SocketAddr::new(m.ip, m.serve_port));
+    let req = Request::post(&url)
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let token = resp
+        .headers()
+        .get("x-drover-prediction-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let status = resp.status();
+    let _ = resp.into_body().collect().await;
+    (status, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_retried_against_another_pod_is_counted_once_by_the_scrape_loop() {
+    let good = model(false).await;
+    let ips: Vec<IpAddr> = ["127.0.0.5", "127.0.0.6"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let admin_port = free_port(ips[0]);
+    let serve_port = free_port(ips[0]);
+    let flags = ["--feedback", "--revision", "canary"];
+    let a = start_monitor_with(ips[0], serve_port, admin_port, good, &flags).await;
+    let b = start_monitor_with(ips[1], serve_port, admin_port, good, &flags).await;
+
+    let mut md = model_deployment();
+    md.spec.monitoring.performance = Some(serde_json::from_value(json!({"minLabels": 1})).unwrap());
+    let new = drover::revision::revision_of(&md.spec);
+    if let Some(r) = md.status.as_mut().and_then(|s| s.rollout.as_mut()) {
+        r.revision = new.clone();
+    }
+    let (md_reader, mut md_writer) = reflector::store();
+    md_writer.apply_watcher_event(&watcher::Event::Apply(
+        kube::core::error_boundary::DeserializeGuard(Ok(md.clone())),
+    ));
+    let (pod_reader, mut pod_writer) = reflector::store();
+    for (name, ip) in [("fraud-new-a", ips[0]), ("fraud-new-b", ips[1])] {
+        pod_writer.apply_watcher_event(&watcher::Event::Apply(
+            drover::controller::cached::CachedPod::from(&pod(name, &new, ip)),
+        ));
+    }
+    let collector = Arc::new(Collector::default());
+    let (trigger, _triggered) = tokio::sync::mpsc::channel(16);
+    let metrics = Metrics::default();
+    let scrape = CollectLoop {
+        collector: collector.clone(),
+        models: md_reader,
+        pods: pod_reader,
+        client: api_with_token(Arc::new(Mutex::new(Vec::new()))),
+        gate: WriteGate::always_open(),
+        metrics: metrics.clone(),
+        trigger,
+        settings: CollectSettings {
+            admin_port,
+            timeout: Duration::from_secs(2),
+            ..CollectSettings::default()
+        },
+    };
+    let scraper = Scraper::new(Duration::from_secs(2));
+    let status = md.status.clone().unwrap();
+    let start = tokio::time::Instant::now();
+
+    // First look: both logs are read; the judgement's first look opens the window.
+    scrape.round_at(&scraper, start).await;
+    collector.evidence("uid-1", &status);
+    assert!(
+        collector
+            .feedback_cursor("uid-1", "fraud-new-a")
+            .instance
+            .is_some(),
+        "the next scrape asks for what follows"
+    );
+
+    // Two predictions through A; the first is labelled on A and, retried, on B.
+    let (status_a, t1) = post_to(&a, "/predict", "{\"amount\": 12.5}".into()).await;
+    let (_, t2) = post_to(&a, "/predict", "{\"amount\": 12.5}".into()).await;
+    assert_eq!(status_a, StatusCode::OK);
+    let label = |t: &Option<String>| json!({"token": t.clone().unwrap(), "label": 0}).to_string();
+    assert_eq!(
+        post_to(&a, "/drover/feedback", label(&t1)).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        post_to(&b, "/drover/feedback", label(&t1)).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        post_to(&b, "/drover/feedback", label(&t1)).await.0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        post_to(&b, "/drover/feedback", label(&t2)).await.0,
+        StatusCode::ACCEPTED
+    );
+
+    scrape
+        .round_at(&scraper, start + Duration::from_secs(5))
+        .await;
+    let ev = collector.evidence("uid-1", &status);
+    let performance = ev
+        .canary
+        .and_then(|r| r.performance)
+        .expect("labels in the canary window");
+    assert_eq!(performance.labelled, 2, "{performance:?}");
+    assert_eq!(performance.correct, 2);
+    assert_eq!(performance.duplicates, 1);
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("drover_feedback_duplicates_total{namespace=\"ml\",name=\"fraud\"} 1"),
+        "{text}"
+    );
+
+    // Nothing new: the next round checks nothing twice.
+    scrape
+        .round_at(&scraper, start + Duration::from_secs(10))
+        .await;
+    let ev = collector.evidence("uid-1", &status);
+    assert_eq!(ev.canary.and_then(|r| r.performance).unwrap().labelled, 2);
+    drop((a, b));
 }

@@ -826,6 +826,142 @@ async fn responses_are_framed_as_the_model_sent_them() {
     assert_eq!(r.counters.upstream_errors, 1, "only the garbage answer");
 }
 
+/// A prediction through `m` and its token.
+async fn predict_with_token(m: &Monitor, amount: f64) -> (String, Value) {
+    let answer = send(
+        "POST",
+        format!("http://{}/predict", m.serving),
+        &[("content-type", "application/json")],
+        transaction(amount),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let token = answer
+        .headers
+        .get("x-drover-prediction-token")
+        .expect("a prediction token")
+        .to_str()
+        .unwrap()
+        .to_string();
+    (token, answer.json()["prediction"].clone())
+}
+
+/// Posts a label for `token` to `m`; the answer's status.
+async fn post_label(m: &Monitor, token: &str, label: &Value) -> StatusCode {
+    send(
+        "POST",
+        format!("http://{}/drover/feedback", m.serving),
+        &[("content-type", "application/json")],
+        json!({"token": token, "label": label}).to_string(),
+    )
+    .await
+    .status
+}
+
+/// The operator's side of a scrape round over `pods`: the real scraper (asking for the feedback
+/// log after what was checked of each pod) and the real collector.
+async fn operator_round(collector: &drover::collect::Collector, pods: &[(&str, &Monitor)]) {
+    use drover::collect::dedup::FeedbackCheck;
+    let scraper = drover::collect::scrape::Scraper::new(Duration::from_secs(5));
+    let check = FeedbackCheck {
+        max_label_age_seconds: 3600,
+        now: jiff::Timestamp::now().as_second(),
+    };
+    for (pod, m) in pods {
+        let cursor = collector.feedback_cursor("uid-1", pod);
+        let report = scraper
+            .fetch_report(m.admin.ip(), m.admin.port(), TOKEN, Some(&cursor))
+            .await
+            .expect("the monitor answers its report");
+        assert!(report.feedback_log.is_some(), "asked for, so carried");
+        collector
+            .record_checked("uid-1", "rev-a", pod, report, Some(check))
+            .expect("recorded");
+    }
+    let names: Vec<&str> = pods.iter().map(|(p, _)| *p).collect();
+    collector.end_round("uid-1", "rev-a", &names, names.len(), 0);
+}
+
+#[tokio::test]
+async fn feedback_retried_against_another_pod_is_counted_once_by_the_operator() {
+    use drover::collect::{Collector, WindowRef};
+    let up = upstream().await;
+    let flags = ["--feedback", "--revision", "rev-a"];
+    let (a, b) = (
+        start_monitor(up, &flags).await,
+        start_monitor(up, &flags).await,
+    );
+    let collector = Collector::default();
+    let window = |key: &str| WindowRef {
+        revision: "rev-a".into(),
+        key: key.into(),
+    };
+
+    // Before the operator first looks, a token is labelled on both pods: history, not judged,
+    // but remembered.
+    let (early, early_prediction) = predict_with_token(&a, 10.0).await;
+    assert_eq!(
+        post_label(&a, &early, &early_prediction).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        post_label(&b, &early, &early_prediction).await,
+        StatusCode::ACCEPTED
+    );
+    operator_round(&collector, &[("a", &a), ("b", &b)]).await;
+    assert!(
+        collector
+            .close_steady("uid-1", &window("watch 1"))
+            .is_none()
+    );
+
+    // Three predictions through A. The client labels the first on A, then (its answer lost)
+    // retries on B, which the Service picked: both pods count it, neither can know.
+    let (t1, p1) = predict_with_token(&a, 10.0).await;
+    let (t2, p2) = predict_with_token(&a, 500.0).await;
+    let (t3, p3) = predict_with_token(&a, 10.0).await;
+    assert_eq!(post_label(&a, &t1, &p1).await, StatusCode::ACCEPTED);
+    assert_eq!(post_label(&b, &t1, &p1).await, StatusCode::ACCEPTED);
+    // A retry to the same pod is still refused there.
+    assert_eq!(post_label(&a, &t1, &p1).await, StatusCode::CONFLICT);
+    assert_eq!(post_label(&b, &t2, &p2).await, StatusCode::ACCEPTED);
+    let wrong = if p3 == json!(0) { json!(1) } else { json!(0) };
+    assert_eq!(post_label(&a, &t3, &wrong).await, StatusCode::ACCEPTED);
+    // The early token retried on a pod that started after the operator's first look: a
+    // duplicate too.
+    let c = start_monitor(up, &flags).await;
+    operator_round(&collector, &[("a", &a), ("b", &b), ("c", &c)]).await;
+    assert_eq!(
+        post_label(&c, &early, &early_prediction).await,
+        StatusCode::ACCEPTED
+    );
+    let mut counted_by_pods = 0;
+    for m in [&a, &b, &c] {
+        counted_by_pods += report(m).await.performance.map_or(0, |p| p.labelled);
+    }
+    assert_eq!(
+        counted_by_pods,
+        3 + 3 + 1,
+        "each pod counted what it got: early, t1, t3 / early, t1, t2 / early"
+    );
+
+    operator_round(&collector, &[("a", &a), ("b", &b), ("c", &c)]).await;
+    let closed = collector
+        .close_steady("uid-1", &window("watch 2"))
+        .expect("the first window closes");
+    let performance = closed
+        .report
+        .and_then(|r| r.performance)
+        .expect("labels in the window");
+    assert_eq!(performance.labelled, 3, "t1 once, t2, t3: {performance:?}");
+    assert_eq!(performance.correct, 2);
+    assert_eq!(performance.duplicates, 2, "t1 on B, the early token on C");
+    assert_eq!(performance.unverified, 0);
+    assert_eq!(performance.accuracy(), Some(2.0 / 3.0));
+    // Without the query the report is as it always was.
+    assert!(report(&a).await.feedback_log.is_none());
+}
+
 #[tokio::test]
 async fn feedback_sent_to_another_pod_is_counted_once_and_bad_feedback_is_refused() {
     let up = upstream().await;

@@ -10,7 +10,12 @@
 //! Outside a rollout, the serving revision is scraped for the steady-state watch
 //! ([`steady_window`]): consecutive windows of `spec.monitoring.window`, each handed to the
 //! reconcile once when it ends ([`Collector::close_steady`]).
+//!
+//! With `spec.monitoring.performance`, each scrape also reads the monitor's feedback log, and
+//! a label whose token another pod already counted is taken out before the report reaches its
+//! window ([`dedup`]).
 
+pub mod dedup;
 pub mod scrape;
 pub mod window;
 
@@ -37,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::monitor::report::Report;
 use crate::naming::{LABEL_MODEL, LABEL_REVISION};
 use crate::plan::{CollectionProblem, ObservedEvidence};
+use dedup::{Checked, FeedbackCheck, FeedbackCursor, FeedbackDedup};
 use scrape::{ScrapeFailure, Scraper};
 use window::{Recorded, RevisionWindow};
 
@@ -223,6 +229,9 @@ struct ModelWindows {
     problem: Option<CollectionProblem>,
     /// Consecutive rounds with a problem: one bad round (a timeout) is not worth a condition.
     problem_rounds: u32,
+    /// Cross-pod feedback check, only while the ModelDeployment has `monitoring.performance`
+    /// (boxed: nothing is allocated for the others).
+    feedback: Option<Box<FeedbackDedup>>,
 }
 
 /// Rounds a problem must last before it is reported.
@@ -310,10 +319,56 @@ impl Collector {
     /// Records the report `pod` of `uid`'s `revision` answered (as it arrives: the parsed
     /// report is dropped at once, only its compact form is kept).
     pub fn record(&self, uid: &str, revision: &str, pod: &str, report: Report) -> Option<Recorded> {
+        self.record_checked(uid, revision, pod, report, None)
+            .map(|(recorded, _)| recorded)
+    }
+
+    /// [`record`](Self::record), checking the report's feedback log against what every pod of
+    /// `uid` counted when `feedback` is given (the ModelDeployment has
+    /// `monitoring.performance`; [`dedup`]).
+    pub fn record_checked(
+        &self,
+        uid: &str,
+        revision: &str,
+        pod: &str,
+        mut report: Report,
+        feedback: Option<FeedbackCheck>,
+    ) -> Option<(Recorded, Checked)> {
         let mut models = self.models.lock().ok()?;
         let model = models.entry(uid.to_string()).or_default();
+        let checked = match feedback {
+            Some(check) => model.feedback.get_or_insert_with(Box::default).check(
+                revision,
+                pod,
+                &mut report,
+                check,
+            ),
+            None => {
+                // Never kept in a window: it is only read here.
+                report.feedback_log = None;
+                Checked::default()
+            }
+        };
         let window = model.revisions.entry(revision.to_string()).or_default();
-        Some(window.record(pod, report))
+        Some((window.record(pod, report), checked))
+    }
+
+    /// What to ask `pod` of `uid` for with its report (`feedbackSince`, `feedbackInstance`).
+    pub fn feedback_cursor(&self, uid: &str, pod: &str) -> FeedbackCursor {
+        self.models
+            .lock()
+            .ok()
+            .and_then(|m| m.get(uid)?.feedback.as_ref().map(|f| f.cursor(pod)))
+            .unwrap_or_default()
+    }
+
+    /// Drops `uid`'s feedback state (its spec no longer asks for performance).
+    pub fn forget_feedback(&self, uid: &str) {
+        if let Ok(mut models) = self.models.lock()
+            && let Some(m) = models.get_mut(uid)
+        {
+            m.feedback = None;
+        }
     }
 
     /// Ends a round of `uid`'s `revision` (see [`RevisionWindow::end_round`]).
@@ -329,6 +384,9 @@ impl Collector {
             let model = models.entry(uid.to_string()).or_default();
             let window = model.revisions.entry(revision.to_string()).or_default();
             window.end_round(present, answered, unanswered);
+            if let Some(feedback) = model.feedback.as_mut() {
+                feedback.end_round(revision, present);
+            }
         }
     }
 
@@ -338,6 +396,9 @@ impl Collector {
             && let Some(m) = models.get_mut(uid)
         {
             m.revisions.retain(|r, _| keep.contains(&r.as_str()));
+            if let Some(feedback) = m.feedback.as_mut() {
+                feedback.keep_revisions(keep);
+            }
         }
     }
 
@@ -386,6 +447,41 @@ impl Collector {
     fn token(&self, uid: &str) -> Option<String> {
         self.tokens.lock().ok()?.get(uid).cloned()
     }
+}
+
+/// The pods of one revision of one ModelDeployment to scrape in a round.
+struct Job {
+    uid: String,
+    revision: String,
+    pods: Vec<PodTarget>,
+    token: String,
+    /// Set when the ModelDeployment has `monitoring.performance`.
+    feedback: Option<JobFeedback>,
+}
+
+/// The cross-pod feedback check of a job, and whose metrics it counts in.
+struct JobFeedback {
+    check: FeedbackCheck,
+    namespace: String,
+    name: String,
+}
+
+/// Whole feedback logs read at once (first looks), over all ModelDeployments.
+pub const FIRST_LOOKS_AT_ONCE: usize = 2;
+
+/// How `md`'s feedback is checked across pods at `now` (`None`: it has no performance
+/// settings, so no monitor accepts feedback).
+pub fn feedback_check(md: &ModelDeployment, now: jiff::Timestamp) -> Option<FeedbackCheck> {
+    let performance = md.spec.monitoring.performance.as_ref()?;
+    // The same default the monitors are started with when the duration does not parse.
+    let max_age: Duration = performance
+        .max_label_age
+        .parse()
+        .unwrap_or(Duration::from_secs(7 * 24 * 3600));
+    Some(FeedbackCheck {
+        max_label_age_seconds: i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+        now: now.as_second(),
+    })
 }
 
 /// How the scrape loop runs.
@@ -464,7 +560,8 @@ impl CollectLoop {
             .collect();
         self.collector.forget_except(&alive);
         let pods = self.pods.state();
-        let mut jobs = Vec::new();
+        let wall = jiff::Timestamp::now();
+        let mut jobs: Vec<Job> = Vec::new();
         let mut due_models = Vec::new();
         for guard in &models {
             let Ok(md) = &guard.0 else { continue };
@@ -472,7 +569,7 @@ impl CollectLoop {
                 continue;
             };
             let want = wanted(status);
-            let steady = steady_window(md, jiff::Timestamp::now());
+            let steady = steady_window(md, wall);
             if want.is_empty() && steady.is_none() {
                 self.collector.prune(&uid, &[]);
                 continue;
@@ -506,38 +603,64 @@ impl CollectLoop {
                     continue;
                 }
             };
+            let feedback = feedback_check(md, wall);
+            if feedback.is_none() {
+                self.collector.forget_feedback(&uid);
+            }
             for revision in &revisions {
                 let of_revision: Vec<PodTarget> = found
                     .iter()
                     .filter(|t| t.revision == *revision)
                     .cloned()
                     .collect();
-                jobs.push((
-                    uid.clone(),
-                    revision.to_string(),
-                    of_revision,
-                    token.clone(),
-                ));
+                jobs.push(Job {
+                    uid: uid.clone(),
+                    revision: revision.to_string(),
+                    pods: of_revision,
+                    token: token.clone(),
+                    feedback: feedback.map(|check| JobFeedback {
+                        check,
+                        namespace: md.namespace().unwrap_or_default(),
+                        name: md.name_any(),
+                    }),
+                });
             }
             due_models.push(ObjectRef::from_obj(guard.as_ref()));
         }
         if jobs.is_empty() {
             return;
         }
-        // Every pod of every due revision, with bounded concurrency over all of them.
-        let requests: Vec<(usize, PodTarget, String)> = jobs
+        // Every pod of every due revision, with bounded concurrency over all of them; with
+        // feedback on, each asks for the feedback log after what was checked of it.
+        let requests: Vec<(usize, PodTarget, String, Option<FeedbackCursor>)> = jobs
             .iter()
             .enumerate()
-            .flat_map(|(job, (_, _, pods, token))| {
-                pods.iter().map(move |p| (job, p.clone(), token.clone()))
+            .flat_map(|(i, job)| {
+                job.pods.iter().map(move |p| {
+                    let cursor = job
+                        .feedback
+                        .as_ref()
+                        .map(|_| self.collector.feedback_cursor(&job.uid, &p.name));
+                    (i, p.clone(), job.token.clone(), cursor)
+                })
             })
             .collect();
         let port = self.settings.admin_port;
+        // A first look reads a pod's whole feedback log (up to ~4 MB of JSON): a few at a time,
+        // so an operator starting among many busy pods does not hold dozens at once.
+        let first_looks = Arc::new(tokio::sync::Semaphore::new(FIRST_LOOKS_AT_ONCE));
         let mut results = futures::stream::iter(requests)
-            .map(|(job, pod, token)| {
+            .map(|(job, pod, token, cursor)| {
                 let scraper = scraper.clone();
+                let first_looks = first_looks.clone();
                 async move {
-                    let r = scraper.fetch(pod.ip, port, &token).await;
+                    let _permit = match &cursor {
+                        Some(c) if c.instance.is_none() => first_looks.acquire_owned().await.ok(),
+                        _ => None,
+                    };
+                    let r = scraper
+                        .fetch_report(pod.ip, port, &token, cursor.as_ref())
+                        .await;
                     (job, pod.name, r)
                 }
             })
@@ -546,48 +669,63 @@ impl CollectLoop {
         let mut unanswered = vec![0usize; jobs.len()];
         let mut problems: BTreeMap<String, Option<CollectionProblem>> = BTreeMap::new();
         let mut stale_token = Vec::new();
-        while let Some((job, pod, result)) = results.next().await {
-            let Some((uid, revision, _, _)) = jobs.get(job) else {
+        while let Some((i, pod, result)) = results.next().await {
+            let Some(job) = jobs.get(i) else {
                 continue;
             };
+            let revision = job.revision.as_str();
             match result {
                 Ok(report) => {
                     self.metrics.scraped("ok");
-                    if let Some(n) = answered.get_mut(job) {
+                    if let Some(n) = answered.get_mut(i) {
                         *n += 1;
                     }
-                    match self.collector.record(uid, revision, &pod, report) {
-                        Some(Recorded::Restarted) => self.metrics.scraped("restarted"),
-                        Some(Recorded::Rejected(why)) => {
-                            warn!(revision, why, "report not combinable with the window")
+                    let recorded = self.collector.record_checked(
+                        &job.uid,
+                        revision,
+                        &pod,
+                        report,
+                        job.feedback.as_ref().map(|f| f.check),
+                    );
+                    if let Some((outcome, checked)) = recorded {
+                        match outcome {
+                            Recorded::Restarted => self.metrics.scraped("restarted"),
+                            Recorded::Rejected(why) => {
+                                warn!(revision, why, "report not combinable with the window")
+                            }
+                            Recorded::New | Recorded::Updated => {}
                         }
-                        _ => {}
+                        if let Some(f) = &job.feedback {
+                            self.metrics
+                                .feedback_checked(&f.namespace, &f.name, checked);
+                        }
                     }
                 }
                 Err(failure) => {
                     self.metrics.scraped(failure.as_str());
                     debug!(pod, failure = failure.as_str(), "monitor did not answer");
                     if failure == ScrapeFailure::Unauthorized {
-                        stale_token.push(job);
+                        stale_token.push(i);
                     }
-                    if let Some(n) = unanswered.get_mut(job) {
+                    if let Some(n) = unanswered.get_mut(i) {
                         *n += 1;
                     }
                 }
             }
         }
         drop(results);
-        for (job, (uid, revision, pods, _)) in jobs.iter().enumerate() {
+        for (i, job) in jobs.iter().enumerate() {
+            let (uid, revision, pods) = (&job.uid, &job.revision, &job.pods);
             let present: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
-            let unanswered = unanswered.get(job).copied().unwrap_or(0);
+            let unanswered = unanswered.get(i).copied().unwrap_or(0);
             self.collector.end_round(
                 uid,
                 revision,
                 &present,
-                answered.get(job).copied().unwrap_or(0),
+                answered.get(i).copied().unwrap_or(0),
                 unanswered,
             );
-            if stale_token.contains(&job)
+            if stale_token.contains(&i)
                 && let Ok(mut tokens) = self.collector.tokens.lock()
             {
                 // Read the Secret again next round: it may have been recreated.
@@ -596,7 +734,7 @@ impl CollectLoop {
             // Pods there, none answered: a problem a person can act on.
             let entry = problems.entry(uid.clone()).or_insert(None);
             if entry.is_none() && unanswered > 0 && unanswered == pods.len() {
-                *entry = Some(if stale_token.contains(&job) {
+                *entry = Some(if stale_token.contains(&i) {
                     CollectionProblem::Unauthorized {
                         revision: revision.clone(),
                     }

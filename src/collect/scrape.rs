@@ -1,5 +1,7 @@
 //! One scrape: `GET http://<pod ip>:<admin port>/drover/report` with the ModelDeployment's
-//! bearer token, a per-request timeout and a bound on the body.
+//! bearer token, a per-request timeout and a bound on the body; with feedback on, the query
+//! asks for the feedback log after the last record checked (`feedbackSince`,
+//! `feedbackInstance`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -11,9 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::dedup::FeedbackCursor;
 use crate::monitor::report::Report;
 
-/// Largest report body accepted (a report with many features is tens of KB).
+/// Largest report body accepted (a report with many features is tens of KB; a whole
+/// feedback log, read at a pod's first scrape, about 4 MB).
 pub const MAX_REPORT_BYTES: usize = 8 << 20;
 
 /// Path of the monitor's report.
@@ -70,7 +74,19 @@ impl Scraper {
 
     /// The report of the monitor at `ip:port`.
     pub async fn fetch(&self, ip: IpAddr, port: u16, token: &str) -> Result<Report, ScrapeFailure> {
-        tokio::time::timeout(self.timeout, self.fetch_inner(ip, port, token))
+        self.fetch_report(ip, port, token, None).await
+    }
+
+    /// The report of the monitor at `ip:port`, with its feedback log after `feedback` when
+    /// given.
+    pub async fn fetch_report(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        token: &str,
+        feedback: Option<&FeedbackCursor>,
+    ) -> Result<Report, ScrapeFailure> {
+        tokio::time::timeout(self.timeout, self.fetch_inner(ip, port, token, feedback))
             .await
             .unwrap_or(Err(ScrapeFailure::Timeout))
     }
@@ -80,9 +96,14 @@ impl Scraper {
         ip: IpAddr,
         port: u16,
         token: &str,
+        feedback: Option<&FeedbackCursor>,
     ) -> Result<Report, ScrapeFailure> {
         // SocketAddr's Display brackets IPv6 addresses, as a URI authority needs.
-        let uri = format!("http://{}{REPORT_PATH}", SocketAddr::new(ip, port));
+        let uri = format!(
+            "http://{}{REPORT_PATH}{}",
+            SocketAddr::new(ip, port),
+            feedback.map(report_query).unwrap_or_default()
+        );
         let request = Request::get(uri)
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .header(header::ACCEPT, "application/json")
@@ -106,5 +127,32 @@ impl Scraper {
             .map_err(|_| ScrapeFailure::Malformed)?
             .to_bytes();
         serde_json::from_slice(&body).map_err(|_| ScrapeFailure::Malformed)
+    }
+}
+
+/// `?feedbackSince=…[&feedbackInstance=…]` (the instance is whatever a pod reported: encoded).
+fn report_query(cursor: &FeedbackCursor) -> String {
+    let mut query = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
+    query.append_pair("feedbackSince", &cursor.since.to_string());
+    if let Some(instance) = &cursor.instance {
+        query.append_pair("feedbackInstance", instance);
+    }
+    query.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feedback_query_names_the_cursor() {
+        assert_eq!(report_query(&FeedbackCursor::default()), "?feedbackSince=0");
+        assert_eq!(
+            report_query(&FeedbackCursor {
+                since: 42,
+                instance: Some("ab&c d".into()),
+            }),
+            "?feedbackSince=42&feedbackInstance=ab%26c+d"
+        );
     }
 }

@@ -162,13 +162,58 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-async fn report(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+/// `GET /drover/report[?feedbackSince=<seq>[&feedbackInstance=<id>]]`: with `feedbackSince`,
+/// the report carries the feedback log after `seq`; a `feedbackInstance` that is not this
+/// monitor's (it restarted since the caller's last look) asks for the whole log instead.
+async fn report(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     if !state.authorized(&headers) {
         return unauthorized();
     }
-    match serde_json::to_vec(&state.recorder.report()) {
+    let query = match ReportQuery::parse(uri.query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
+    let report = match query.feedback_since {
+        Some(seq) => state
+            .recorder
+            .report_with_feedback(seq, query.feedback_instance.as_deref()),
+        None => state.recorder.report(),
+    };
+    match serde_json::to_vec(&report) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The report's query parameters.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ReportQuery {
+    feedback_since: Option<u64>,
+    feedback_instance: Option<String>,
+}
+
+impl ReportQuery {
+    /// Reads the query string; unknown parameters are ignored (as a newer operator may send).
+    fn parse(query: &str) -> Result<Self, &'static str> {
+        let mut q = ReportQuery::default();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "feedbackSince" => {
+                    q.feedback_since = Some(
+                        value
+                            .parse()
+                            .map_err(|_| "feedbackSince must be a sequence number (0 or more)")?,
+                    )
+                }
+                "feedbackInstance" => q.feedback_instance = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        Ok(q)
     }
 }
 
@@ -220,4 +265,23 @@ async fn prestop(State(state): State<AdminState>) -> impl IntoResponse {
     state.terminating.store(true, Ordering::Relaxed);
     tokio::time::sleep(state.prestop_pause).await;
     "draining"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_query_is_read_or_refused() {
+        assert_eq!(ReportQuery::parse(""), Ok(ReportQuery::default()));
+        assert_eq!(
+            ReportQuery::parse("feedbackSince=42&feedbackInstance=ab%2Fc&other=1"),
+            Ok(ReportQuery {
+                feedback_since: Some(42),
+                feedback_instance: Some("ab/c".into()),
+            })
+        );
+        assert!(ReportQuery::parse("feedbackSince=-1").is_err());
+        assert!(ReportQuery::parse("feedbackSince=x").is_err());
+    }
 }

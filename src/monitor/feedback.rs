@@ -10,9 +10,14 @@
 //!
 //! Token: `base64url(payload) "." base64url(mac)`, payload the compact JSON
 //! `{"r": revision, "p": prediction, "t": unix seconds, "n": nonce}`. The nonce makes every
-//! token unique, and feedback is idempotent per token on each pod ([`SeenTokens`]).
+//! token unique, and feedback is idempotent per token on each pod ([`SeenTokens`]). Across
+//! pods, every label a pod counts is also written to its feedback log ([`log`]), which the
+//! operator reads with each report to subtract a token counted by two pods
+//! (`crate::collect::dedup`).
 //!
 //! Pure: time comes in as an argument; the key is bytes.
+
+pub mod log;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
@@ -56,6 +61,34 @@ pub struct Claims {
     /// Random per prediction: makes each token unique.
     #[serde(rename = "n")]
     pub nonce: u64,
+}
+
+/// The 64-bit id of a token: the first 8 bytes of its MAC (`None` when the token does not
+/// have one to decode).
+///
+/// The MAC is HMAC-SHA-256 under the ModelDeployment's secret key over a payload that carries a
+/// random 64-bit nonce, so the ids of distinct tokens are independent uniform 64-bit values
+/// nobody without the key can choose: among the 200,000 ids the operator remembers, any two
+/// collide with a probability of about n²/2⁶⁵ ≈ 10⁻⁹. A token is always the same id (the id
+/// is read from the decoded MAC bytes, not from their text).
+pub fn token_id(token: &str) -> Option<u64> {
+    let (_, tag) = token.split_once('.')?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+    let first: [u8; 8] = tag.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(first))
+}
+
+/// A verified label to count: the token (for its id), what it says, and the truth.
+#[derive(Clone, Copy, Debug)]
+pub struct Labelled<'a> {
+    /// How labels compare with predictions.
+    pub task: Task,
+    /// The prediction token as posted.
+    pub token: &'a str,
+    /// What the token says (verified).
+    pub claims: &'a Claims,
+    /// The true label.
+    pub label: &'a Value,
 }
 
 /// Signs `claims`.
@@ -248,26 +281,60 @@ pub struct Performance {
     /// Feedback refused, by reason ([`FeedbackError::as_str`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub refused: BTreeMap<String, u64>,
+    /// Set by the operator, never by a monitor: labels a pod counted for a token another pod
+    /// (or the same one, earlier) had already counted, subtracted from the figures above.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub duplicates: u64,
+    /// Set by the operator, never by a monitor: labels counted without the cross-pod check,
+    /// because a monitor's feedback log overflowed between two scrapes (they may include
+    /// duplicates).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unverified: u64,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What one counted label added to a [`Performance`]: exactly what is needed to subtract it
+/// again ([`Performance::unrecord`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Contribution {
+    /// A class label: the class slots counted (names of [`Performance::classes`], `other`
+    /// beyond [`MAX_CLASSES`]) and whether the prediction was right.
+    Class {
+        /// Slot of the true class.
+        actual: String,
+        /// Slot of the predicted class.
+        predicted: String,
+        /// The prediction was right (counted in `correct`, and as a true positive).
+        correct: bool,
+    },
+    /// A regression label: prediction − label (the error sums add its absolute value and
+    /// its square).
+    Error(f64),
+}
+
+/// Why a contribution cannot be subtracted from a [`Performance`]: it was never counted there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the label is not part of these counters")]
+pub struct NotCounted;
+
 impl Performance {
-    /// Counts one labelled prediction.
+    /// Counts one labelled prediction; what it added comes back, for the feedback log.
     pub fn record(
         &mut self,
         task: Task,
         prediction: &Value,
         label: &Value,
-    ) -> Result<(), FeedbackError> {
+    ) -> Result<Contribution, FeedbackError> {
         match task {
             Task::Classification => {
                 let truth = class_of(label)
                     .ok_or_else(|| FeedbackError::WrongLabelType(label.to_string()))?;
                 let predicted = class_of(prediction)
                     .ok_or_else(|| FeedbackError::WrongLabelType(prediction.to_string()))?;
-                self.labelled += 1;
-                if truth == predicted {
-                    self.correct += 1;
-                }
+                let correct = truth == predicted;
                 // Beyond MAX_CLASSES distinct classes, new ones are counted as `other`.
                 let slot = |classes: &BTreeMap<String, ClassCounts>, c: String| {
                     if classes.contains_key(&c) || classes.len() < MAX_CLASSES {
@@ -276,14 +343,16 @@ impl Performance {
                         "other".to_string()
                     }
                 };
-                let t = slot(&self.classes, truth.clone());
-                self.classes.entry(t.clone()).or_default().actual += 1;
-                let p = slot(&self.classes, predicted.clone());
-                let entry = self.classes.entry(p.clone()).or_default();
-                entry.predicted += 1;
-                if truth == predicted && t == p {
-                    entry.true_positives += 1;
-                }
+                let actual = slot(&self.classes, truth);
+                self.classes.entry(actual.clone()).or_default();
+                let predicted = slot(&self.classes, predicted);
+                let contribution = Contribution::Class {
+                    actual,
+                    predicted,
+                    correct,
+                };
+                self.add(&contribution);
+                Ok(contribution)
             }
             Task::Regression => {
                 let truth = label
@@ -295,9 +364,107 @@ impl Performance {
                     .filter(|f| f.is_finite())
                     .ok_or_else(|| FeedbackError::WrongLabelType(prediction.to_string()))?;
                 let e = predicted - truth;
-                self.labelled += 1;
+                // A sum that overflows would be written as `null` in the report, which no
+                // reader parses: such a label cannot be counted.
+                if !(self.abs_error_sum + e.abs()).is_finite()
+                    || !(self.sq_error_sum + e * e).is_finite()
+                {
+                    return Err(FeedbackError::WrongLabelType(label.to_string()));
+                }
+                let contribution = Contribution::Error(e);
+                self.add(&contribution);
+                Ok(contribution)
+            }
+        }
+    }
+
+    /// Adds what one label contributed (as [`record`](Self::record) did; the operator sums
+    /// what it took out of a pod's counters this way).
+    pub fn add(&mut self, c: &Contribution) {
+        self.labelled += 1;
+        match c {
+            Contribution::Class {
+                actual,
+                predicted,
+                correct,
+            } => {
+                if *correct {
+                    self.correct += 1;
+                }
+                self.classes.entry(actual.clone()).or_default().actual += 1;
+                let entry = self.classes.entry(predicted.clone()).or_default();
+                entry.predicted += 1;
+                if *correct && actual == predicted {
+                    entry.true_positives += 1;
+                }
+            }
+            Contribution::Error(e) => {
                 self.abs_error_sum += e.abs();
                 self.sq_error_sum += e * e;
+            }
+        }
+    }
+
+    /// Subtracts one label counted earlier (the exact inverse of the [`record`](Self::record)
+    /// that returned `c`): the operator takes a label two pods counted out of one of them.
+    /// Nothing changes when `c` cannot have been counted here.
+    ///
+    /// Counts come back exactly, and a class slot the label created goes away again. The error
+    /// sums are floating-point: subtracting the term is exact whenever the sum held it exactly
+    /// (whole or binary-fraction errors), else within rounding; they never go below zero.
+    pub fn unrecord(&mut self, c: &Contribution) -> Result<(), NotCounted> {
+        let labelled = self.labelled.checked_sub(1).ok_or(NotCounted)?;
+        match c {
+            Contribution::Class {
+                actual,
+                predicted,
+                correct,
+            } => {
+                let tp = *correct && actual == predicted;
+                let correct_after = if *correct {
+                    self.correct.checked_sub(1).ok_or(NotCounted)?
+                } else {
+                    self.correct
+                };
+                // Check every counter first, so a refusal leaves nothing half-subtracted.
+                let mut actual_after = self.classes.get(actual).cloned().ok_or(NotCounted)?;
+                actual_after.actual = actual_after.actual.checked_sub(1).ok_or(NotCounted)?;
+                let mut predicted_after = if actual == predicted {
+                    actual_after.clone()
+                } else {
+                    self.classes.get(predicted).cloned().ok_or(NotCounted)?
+                };
+                predicted_after.predicted =
+                    predicted_after.predicted.checked_sub(1).ok_or(NotCounted)?;
+                if tp {
+                    predicted_after.true_positives = predicted_after
+                        .true_positives
+                        .checked_sub(1)
+                        .ok_or(NotCounted)?;
+                }
+                if actual == predicted {
+                    actual_after = predicted_after.clone();
+                }
+                self.labelled = labelled;
+                self.correct = correct_after;
+                for (slot, after) in [(actual, actual_after), (predicted, predicted_after)] {
+                    if after == ClassCounts::default() {
+                        self.classes.remove(slot);
+                    } else {
+                        self.classes.insert(slot.clone(), after);
+                    }
+                }
+            }
+            Contribution::Error(e) => {
+                self.labelled = labelled;
+                if labelled == 0 {
+                    // Nothing is left: no rounding remainder either.
+                    self.abs_error_sum = 0.0;
+                    self.sq_error_sum = 0.0;
+                } else {
+                    self.abs_error_sum = (self.abs_error_sum - e.abs()).max(0.0);
+                    self.sq_error_sum = (self.sq_error_sum - e * e).max(0.0);
+                }
             }
         }
         Ok(())
@@ -319,6 +486,8 @@ impl Performance {
         for (reason, n) in &other.refused {
             *out.refused.entry(reason.clone()).or_default() += n;
         }
+        out.duplicates += other.duplicates;
+        out.unverified += other.unverified;
         out
     }
 
@@ -327,38 +496,38 @@ impl Performance {
         *self.refused.entry(why.as_str().to_string()).or_default() += 1;
     }
 
-    /// What was counted since `earlier` (a report of the same monitor).
+    /// What was counted since `earlier` (a report of the same monitor); `None` when a counter
+    /// went backwards. A class or reason missing on either side counts as zero (a label taken
+    /// out again can leave a slot that is gone).
     pub fn delta(&self, earlier: &Performance) -> Option<Performance> {
         let sub = |a: u64, b: u64| a.checked_sub(b);
         let mut classes = BTreeMap::new();
-        for (c, n) in &self.classes {
-            let before = earlier.classes.get(c).cloned().unwrap_or_default();
-            classes.insert(
-                c.clone(),
-                ClassCounts {
-                    true_positives: sub(n.true_positives, before.true_positives)?,
-                    predicted: sub(n.predicted, before.predicted)?,
-                    actual: sub(n.actual, before.actual)?,
-                },
-            );
-        }
-        if earlier
-            .classes
-            .keys()
-            .any(|c| !self.classes.contains_key(c))
-            || earlier
-                .refused
-                .keys()
-                .any(|r| !self.refused.contains_key(r))
-        {
-            return None;
+        let zero = ClassCounts::default();
+        for c in self.classes.keys().chain(earlier.classes.keys()) {
+            if classes.contains_key(c) {
+                continue;
+            }
+            let now = self.classes.get(c).unwrap_or(&zero);
+            let before = earlier.classes.get(c).unwrap_or(&zero);
+            let d = ClassCounts {
+                true_positives: sub(now.true_positives, before.true_positives)?,
+                predicted: sub(now.predicted, before.predicted)?,
+                actual: sub(now.actual, before.actual)?,
+            };
+            // A slot only the earlier report had (all zero now, so zero then) is not kept.
+            if self.classes.contains_key(c) {
+                classes.insert(c.clone(), d);
+            }
         }
         let mut refused = BTreeMap::new();
-        for (r, n) in &self.refused {
-            refused.insert(
-                r.clone(),
-                sub(*n, earlier.refused.get(r).copied().unwrap_or(0))?,
-            );
+        for r in self.refused.keys().chain(earlier.refused.keys()) {
+            let n = sub(
+                self.refused.get(r).copied().unwrap_or(0),
+                earlier.refused.get(r).copied().unwrap_or(0),
+            )?;
+            if self.refused.contains_key(r) {
+                refused.insert(r.clone(), n);
+            }
         }
         Some(Performance {
             labelled: sub(self.labelled, earlier.labelled)?,
@@ -367,6 +536,8 @@ impl Performance {
             abs_error_sum: (self.abs_error_sum - earlier.abs_error_sum).max(0.0),
             sq_error_sum: (self.sq_error_sum - earlier.sq_error_sum).max(0.0),
             refused,
+            duplicates: sub(self.duplicates, earlier.duplicates)?,
+            unverified: sub(self.unverified, earlier.unverified)?,
         })
     }
 
@@ -623,6 +794,155 @@ mod tests {
         assert_eq!(d.correct, 0);
         assert_eq!(d.classes["y"].actual, 1);
         assert!(earlier.delta(&a).is_none(), "counters never go backwards");
+    }
+
+    #[test]
+    fn unrecording_a_label_gives_back_the_counters_before_it() {
+        // Classification: every kind of label (right, wrong, a new class, `other` beyond the
+        // cap, right and wrong within `other`) recorded on top of some history, then taken out.
+        let mut base = Performance::default();
+        for (p, t) in [(1, 1), (0, 1), (0, 0), (2, 2)] {
+            base.record(Task::Classification, &json!(p), &json!(t))
+                .unwrap();
+        }
+        for (p, t) in [
+            (json!(1), json!(1)),
+            (json!(1), json!(0)),
+            (json!("new"), json!("new")),
+            (json!("new"), json!(0)),
+            (json!(0), json!("newer")),
+        ] {
+            let mut p2 = base.clone();
+            let c = p2.record(Task::Classification, &p, &t).unwrap();
+            assert_ne!(p2, base);
+            p2.unrecord(&c).unwrap();
+            assert_eq!(p2, base, "{p} / {t}");
+        }
+        let mut full = Performance::default();
+        for i in 0..MAX_CLASSES {
+            full.record(Task::Classification, &json!(i), &json!(i))
+                .unwrap();
+        }
+        for (p, t) in [(1000, 1000), (1000, 1001), (3, 1000)] {
+            let mut p2 = full.clone();
+            let c = p2
+                .record(Task::Classification, &json!(p), &json!(t))
+                .unwrap();
+            assert!(matches!(&c, Contribution::Class { actual, predicted, .. }
+                if actual == "other" || predicted == "other"));
+            p2.unrecord(&c).unwrap();
+            assert_eq!(p2, full, "{p} / {t}");
+        }
+        // Taking a label out of merged counters takes it out of the pod that counted it.
+        let mut a = base.clone();
+        let c = a
+            .record(Task::Classification, &json!(1), &json!(0))
+            .unwrap();
+        let b = base.clone();
+        let mut merged = a.merge(&b);
+        merged.unrecord(&c).unwrap();
+        assert_eq!(merged, base.merge(&b));
+
+        // Regression: exact for errors a binary fraction holds; never below zero.
+        let mut r = Performance::default();
+        for (p, t) in [(10.0, 12.0), (5.5, 5.0)] {
+            r.record(Task::Regression, &json!(p), &json!(t)).unwrap();
+        }
+        let before = r.clone();
+        let c = r
+            .record(Task::Regression, &json!(3.25), &json!(0.0))
+            .unwrap();
+        assert_eq!(c, Contribution::Error(3.25));
+        r.unrecord(&c).unwrap();
+        assert_eq!(r, before);
+        let mut one = Performance::default();
+        let c = one
+            .record(Task::Regression, &json!(0.1), &json!(0.3))
+            .unwrap();
+        one.unrecord(&c).unwrap();
+        assert_eq!(
+            one,
+            Performance::default(),
+            "nothing left, no rounding remainder"
+        );
+    }
+
+    #[test]
+    fn what_was_never_counted_cannot_be_unrecorded() {
+        let mut p = Performance::default();
+        let c = p
+            .record(Task::Classification, &json!(1), &json!(1))
+            .unwrap();
+        let before = p.clone();
+        for foreign in [
+            Contribution::Class {
+                actual: "1".into(),
+                predicted: "zzz".into(),
+                correct: false,
+            },
+            Contribution::Class {
+                actual: "0".into(),
+                predicted: "1".into(),
+                correct: false,
+            },
+        ] {
+            assert_eq!(p.unrecord(&foreign), Err(NotCounted));
+            assert_eq!(p, before, "a refusal changes nothing");
+        }
+        p.unrecord(&c).unwrap();
+        assert_eq!(p.unrecord(&c), Err(NotCounted), "not twice");
+        assert_eq!(
+            Performance::default().unrecord(&Contribution::Error(1.0)),
+            Err(NotCounted)
+        );
+    }
+
+    #[test]
+    fn a_slot_a_label_taken_out_removed_does_not_make_counters_go_backwards() {
+        let mut earlier = Performance::default();
+        let c = earlier
+            .record(Task::Classification, &json!(1), &json!(9))
+            .unwrap();
+        let mut later = earlier.clone();
+        later
+            .record(Task::Classification, &json!(1), &json!(1))
+            .unwrap();
+        later.unrecord(&c).unwrap();
+        // Slot "9" is gone from `later` but was in `earlier`: its counts went backwards.
+        assert!(later.delta(&earlier).is_none());
+        // Zero counts earlier and a missing slot later: nothing happened.
+        let mut zero = later.clone();
+        zero.classes.insert("9".into(), ClassCounts::default());
+        let d = later.delta(&zero).unwrap();
+        assert_eq!(d.labelled, 0);
+        assert!(!d.classes.contains_key("9"));
+    }
+
+    #[test]
+    fn a_regression_label_that_would_overflow_the_sums_is_refused() {
+        let mut p = Performance::default();
+        assert!(matches!(
+            p.record(Task::Regression, &json!(0.0), &json!(1e200)),
+            Err(FeedbackError::WrongLabelType(_))
+        ));
+        assert_eq!(p, Performance::default());
+        assert!(serde_json::to_string(&p).is_ok());
+    }
+
+    #[test]
+    fn token_ids_come_from_the_mac() {
+        let key = key_from_monitor_token("k");
+        let a = sign(&key, &claims("r", json!(1), 1));
+        let b = sign(&key, &claims("r", json!(1), 2));
+        let id = token_id(&a).unwrap();
+        assert_eq!(token_id(&a), Some(id), "the same token, the same id");
+        assert_ne!(token_id(&b), Some(id));
+        let (_, tag) = a.split_once('.').unwrap();
+        let tag = URL_SAFE_NO_PAD.decode(tag).unwrap();
+        assert_eq!(id.to_be_bytes(), tag[..8]);
+        for junk in ["", "abc", "a.", "a.!!"] {
+            assert_eq!(token_id(junk), None, "{junk}");
+        }
     }
 
     #[test]

@@ -650,10 +650,12 @@ impl Proxy {
         if !first {
             return refuse(feedback::FeedbackError::Duplicate);
         }
-        match self
-            .recorder
-            .feedback(Ok((fb.task, &claims.prediction, &parsed.label)))
-        {
+        match self.recorder.feedback(Ok(feedback::Labelled {
+            task: fb.task,
+            token: &parsed.token,
+            claims: &claims,
+            label: &parsed.label,
+        })) {
             Ok(()) => {
                 let mut r = Response::new(full(r#"{"counted":true}"#));
                 *r.status_mut() = StatusCode::ACCEPTED;

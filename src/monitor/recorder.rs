@@ -18,6 +18,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use serde_json::Value;
 
+use super::feedback::log::FeedbackRing;
+use super::feedback::{self, FeedbackError, Labelled};
 use super::payload::{self, FeatureKey, Observation, Unreadable};
 use super::report::{Counters, REPORT_VERSION, Report, StatusClasses};
 use crate::profile::{ProfiledColumn, ReferenceProfile};
@@ -228,6 +230,8 @@ struct State {
     prediction: Column,
     confidence: Option<FeatureHistogram>,
     performance: Option<crate::monitor::feedback::Performance>,
+    /// Every label counted into `performance` (from the first one on).
+    feedback_log: Option<FeedbackRing>,
 }
 
 /// The monitor's shared state.
@@ -307,31 +311,42 @@ impl Recorder {
                 prediction,
                 confidence,
                 performance: None,
+                feedback_log: None,
             }),
         }
     }
 
-    /// Counts one labelled prediction (or why the feedback was refused).
+    /// Counts one labelled prediction (or why the feedback was refused), and logs it for the
+    /// operator's cross-pod check.
     pub fn feedback(
         &self,
-        result: Result<
-            (
-                crate::monitor::feedback::Task,
-                &serde_json::Value,
-                &serde_json::Value,
-            ),
-            &crate::monitor::feedback::FeedbackError,
-        >,
-    ) -> Result<(), crate::monitor::feedback::FeedbackError> {
-        let mut s = self.lock();
+        result: Result<Labelled<'_>, &FeedbackError>,
+    ) -> Result<(), FeedbackError> {
+        let mut guard = self.lock();
+        let s = &mut *guard;
         let performance = s.performance.get_or_insert_with(Default::default);
         match result {
-            Ok((task, prediction, label)) => {
-                let counted = performance.record(task, prediction, label);
-                if let Err(e) = &counted {
-                    performance.refuse(e);
-                }
-                counted
+            Ok(labelled) => {
+                let contribution = match performance.record(
+                    labelled.task,
+                    &labelled.claims.prediction,
+                    labelled.label,
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        performance.refuse(&e);
+                        return Err(e);
+                    }
+                };
+                // A verified token always has a MAC; the claims' own unique pair stands in
+                // should it not.
+                let claims = labelled.claims;
+                let id = feedback::token_id(labelled.token)
+                    .unwrap_or(claims.nonce ^ (claims.time as u64).rotate_left(32));
+                s.feedback_log
+                    .get_or_insert_with(FeedbackRing::default)
+                    .push(id, claims.time, &contribution);
+                Ok(())
             }
             Err(e) => {
                 performance.refuse(e);
@@ -480,7 +495,29 @@ impl Recorder {
 
     /// The cumulative report.
     pub fn report(&self) -> Report {
+        self.report_of(&self.lock())
+    }
+
+    /// The cumulative report with the feedback log after `seq` (`feedbackSince`), read under
+    /// the same lock as the performance counters, so the log accounts for exactly the labels
+    /// the report counts. `seq` is a number of `instance` (`feedbackInstance`): when that is
+    /// another monitor process (this one restarted since), the whole log comes back.
+    pub fn report_with_feedback(&self, seq: u64, instance: Option<&str>) -> Report {
+        let seq = if instance.is_none_or(|i| i == self.instance) {
+            seq
+        } else {
+            0
+        };
         let s = self.lock();
+        let mut report = self.report_of(&s);
+        report.feedback_log = Some(match &s.feedback_log {
+            Some(ring) => ring.since(seq),
+            None => FeedbackRing::default().since(seq),
+        });
+        report
+    }
+
+    fn report_of(&self, s: &State) -> Report {
         Report {
             version: REPORT_VERSION,
             instance: self.instance.clone(),
@@ -499,6 +536,7 @@ impl Recorder {
             prediction: s.prediction.histogram().cloned(),
             confidence: s.confidence.clone(),
             performance: s.performance.clone(),
+            feedback_log: None,
         }
     }
 }
@@ -829,6 +867,79 @@ mod tests {
             1,
             "termination is not held against the revision"
         );
+    }
+
+    #[test]
+    fn counted_labels_are_logged_and_the_log_comes_only_when_asked_for() {
+        use crate::monitor::feedback::{self, Claims, Labelled, Task};
+        let r = recorder(None);
+        assert!(
+            r.report_with_feedback(0, None)
+                .feedback_log
+                .unwrap()
+                .records
+                .is_empty()
+        );
+        let key = feedback::key_from_monitor_token("k");
+        let mut tokens = Vec::new();
+        for nonce in 0..3u64 {
+            let claims = Claims {
+                revision: "r".into(),
+                prediction: json!(nonce % 2),
+                time: 1_800_000_000 + nonce as i64,
+                nonce,
+            };
+            let token = feedback::sign(&key, &claims);
+            r.feedback(Ok(Labelled {
+                task: Task::Classification,
+                token: &token,
+                claims: &claims,
+                label: &json!(1),
+            }))
+            .unwrap();
+            tokens.push(token);
+        }
+        // A refused label is not logged.
+        let claims = Claims {
+            revision: "r".into(),
+            prediction: json!(1),
+            time: 0,
+            nonce: 9,
+        };
+        assert!(
+            r.feedback(Ok(Labelled {
+                task: Task::Classification,
+                token: "t",
+                claims: &claims,
+                label: &json!(0.5),
+            }))
+            .is_err()
+        );
+        assert!(r.report().feedback_log.is_none(), "not asked for");
+        let report = r.report_with_feedback(1, Some("test-instance"));
+        let log = report.feedback_log.unwrap();
+        assert_eq!((log.first_seq, log.next_seq, log.start_seq()), (1, 4, 2));
+        assert_eq!(
+            log.records.iter().map(|x| x.id).collect::<Vec<_>>(),
+            tokens[1..]
+                .iter()
+                .map(|t| feedback::token_id(t).unwrap())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(log.records[0].time, 1_800_000_001);
+        // Taking every logged label out of the report's counters leaves nothing counted.
+        let mut p = report.performance.unwrap();
+        // Asked by a caller that knew another monitor process: the whole log.
+        let log = r
+            .report_with_feedback(3, Some("restarted-since"))
+            .feedback_log
+            .unwrap();
+        assert_eq!(log.records.len(), 3);
+        for record in &log.records {
+            p.unrecord(&log.contribution(record).unwrap()).unwrap();
+        }
+        assert_eq!(p.labelled, 0);
+        assert!(p.classes.is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::feedback::Performance;
+use super::feedback::log::FeedbackLog;
 use crate::stats::{FeatureHistogram, LatencySketch, StatsError};
 
 /// Version of the report schema.
@@ -166,6 +167,10 @@ pub struct Report {
     /// Performance from ground-truth labels (`POST /drover/feedback`), when feedback is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performance: Option<Performance>,
+    /// The labels counted after `feedbackSince`, only when the query asks for them (the
+    /// operator's cross-pod check); never part of a delta or merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback_log: Option<FeedbackLog>,
 }
 
 /// Why two reports cannot be combined.
@@ -230,6 +235,7 @@ impl Report {
                 (Some(now), Some(then)) => Some(now.delta(then).ok_or(ReportError::Backwards)?),
                 (now, _) => now.clone(),
             },
+            feedback_log: None,
         })
     }
 
@@ -266,6 +272,7 @@ impl Report {
                 (Some(a), Some(b)) => Some(a.merge(b)),
                 (a, b) => a.clone().or_else(|| b.clone()),
             },
+            feedback_log: None,
         })
     }
 }

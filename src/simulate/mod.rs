@@ -187,6 +187,7 @@ impl Traffic {
             prediction,
             confidence,
             performance: None,
+            feedback_log: None,
         }
     }
 }
