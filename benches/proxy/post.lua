@@ -16,6 +16,16 @@ local bodies = {
 local requests = {}
 local n = 0
 
+-- WRK_DELAY_MS=<ms>: each connection waits that long before its next request, so the offered
+-- load is fixed (about connections / (delay + latency)) and the same for every target: the
+-- latency comparison at equal load, below saturation.
+local pace = tonumber(os.getenv("WRK_DELAY_MS") or "")
+if pace and pace > 0 then
+  function delay()
+    return pace
+  end
+end
+
 function init(args)
   for i, body in ipairs(bodies) do
     requests[i] = wrk.format("POST", "/predict", { ["Content-Type"] = "application/json" }, body)

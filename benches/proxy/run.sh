@@ -16,7 +16,10 @@
 # cannot cap.
 #
 # Each target is measured ROUNDS times, interleaved (direct, monitor, nginx, direct, ...), and
-# the table shows the median of each figure. The monitor runs with the fraud example's
+# the table shows the median of each figure. Then the same again with every connection pacing
+# itself (PACED_DELAY_MS between requests, 1 ms by default): the same offered load for every
+# target, below saturation, where the added p99 compares the proxies rather than the load
+# side's core (which, saturated, also runs the upstream and skews the tail). The monitor runs with the fraud example's
 # reference profile, so every request and response is parsed and recorded; after the run its
 # /drover/report must show rows and features.
 set -euo pipefail
@@ -28,6 +31,9 @@ ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-64}"
 WARMUP="${WARMUP:-2}"
+# Paced rounds: each connection waits PACED_DELAY_MS before its next request, so every target
+# gets the same offered load below saturation (0 skips them).
+PACED_DELAY_MS="${PACED_DELAY_MS:-1}"
 UPSTREAM_PORT="${UPSTREAM_PORT:-28080}"
 MONITOR_PORT="${MONITOR_PORT:-28081}"
 ADMIN_PORT="${ADMIN_PORT:-28091}"
@@ -145,8 +151,9 @@ url_of() {
     nginx) echo "http://127.0.0.1:$NGINX_PORT/predict" ;;
     esac
 }
-run_wrk() { # url seconds
-    taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNECTIONS" -d"$2s" --latency -s "$here/post.lua" "$1"
+run_wrk() { # url seconds [delay ms]
+    WRK_DELAY_MS="${3:-0}" taskset -c "$LOAD_CORE" \
+        wrk -t1 -c"$CONNECTIONS" -d"$2s" --latency -s "$here/post.lua" "$1"
 }
 
 log "load before the run: $(cut -d' ' -f1-3 /proc/loadavg) (other work on these cores skews the figures)"
@@ -181,14 +188,28 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
+paced="$work/paced.tsv"
+: >"$paced"
+if [ "$PACED_DELAY_MS" != 0 ]; then
+    for round in $(seq 1 "$ROUNDS"); do
+        for target in direct monitor nginx; do
+            out="$work/paced-$target-$round.txt"
+            run_wrk "$(url_of "$target")" "$DURATION" "$PACED_DELAY_MS" >"$out"
+            stats=$(grep '^WRKSTATS' "$out") || { log "wrk printed no summary:"; cat "$out" >&2; exit 1; }
+            log "paced round $round $target: $(grep 'Requests/sec' "$out" | tr -s ' ')"
+            printf '%s\t%s\t%s\n' "$round" "$target" "$stats" >>"$paced"
+        done
+    done
+fi
+
 hwm=$(status_kib "$monitor_pid" VmHWM)
 rss_idle=$(status_kib "$monitor_pid" VmRSS)
 curl -fsS "http://127.0.0.1:$ADMIN_PORT/drover/report" >"$work/report.json"
 
-python3 - "$results" "$work/report.json" "$hz" "$hwm" "$rss_idle" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$LOAD_CORE" <<'EOF'
+python3 - "$results" "$work/report.json" "$hz" "$hwm" "$rss_idle" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$LOAD_CORE" "$paced" "$PACED_DELAY_MS" <<'EOF'
 import json, statistics, sys
 
-path, report_path, hz, hwm, rss_idle, rounds, duration, conns, load_core = sys.argv[1:]
+path, report_path, hz, hwm, rss_idle, rounds, duration, conns, load_core, paced_path, pace = sys.argv[1:]
 hz, hwm, rss_idle = int(hz), int(hwm), int(rss_idle)
 runs = {}
 for line in open(path):
@@ -251,6 +272,32 @@ if d("rps") < 3 * max(m("rps"), n("rps")):
     print("\nNote: wrk and the upstream share core %s and it cannot drive 3x the faster proxy: "
           "req/s and latency of a proxy whose core is not near 100 %% busy are bounded by the load "
           "side; compare capacity (CPU per request on the proxy's own core) instead." % load_core)
+paced = {}
+for line in open(paced_path):
+    rnd, target, stats = line.rstrip("\n").split("\t")
+    kv = {k: float(v) for k, v in (p.split("=") for p in stats.split()[1:])}
+    kv["rps"] = kv["requests"] / (kv["duration_us"] / 1e6)
+    paced.setdefault(target, []).append(kv)
+if paced:
+    def pm(t, k):
+        return statistics.median(r[k] for r in paced[t])
+    print(f"\n### Same offered load for every target: each connection waits {pace} ms between "
+          f"requests (median of {rounds} rounds)\n")
+    print("| target | req/s | p50 | p90 | p99 | added p99 vs direct |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for t in ("direct", "monitor", "nginx"):
+        add = "—" if t == "direct" else f"{(pm(t, 'p99_us') - pm('direct', 'p99_us')) / 1000:+.3f} ms"
+        print(f"| {t} | {pm(t, 'rps'):,.0f} | {pm(t, 'p50_us') / 1000:.3f} ms | "
+              f"{pm(t, 'p90_us') / 1000:.3f} ms | {pm(t, 'p99_us') / 1000:.3f} ms | {add} |")
+    am = pm("monitor", "p99_us") - pm("direct", "p99_us")
+    an = pm("nginx", "p99_us") - pm("direct", "p99_us")
+    ok = am <= an
+    print(f"\n| monitor added p99 / nginx added p99 at equal load | {am / 1000:+.3f} ms / "
+          f"{an / 1000:+.3f} ms | monitor <= nginx {'✅' if ok else '❌'} |")
+    print("- per round p99 (ms): " + "; ".join(
+        f"{t} " + ", ".join(f"{r['p99_us'] / 1000:.3f}" for r in paced[t])
+        for t in ("direct", "monitor", "nginx")))
+
 print("\nPer round (req/s, p99 ms):")
 for t in ("direct", "monitor", "nginx"):
     print(f"- {t}: " + ", ".join(f"{r['rps']:,.0f} / {r['p99_us'] / 1000:.3f}" for r in runs[t]))
