@@ -978,4 +978,84 @@ mod tests {
         arm(timer.as_mut(), now + Duration::from_secs(11));
         assert!(timer.deadline() >= now + Duration::from_secs(11));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const NAMES: &[&str] = &[
+            "host",
+            "content-type",
+            "x-request-id",
+            "authorization",
+            "x-api-key",
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "proxy-authorization",
+            "x-trace",
+        ];
+
+        fn header() -> impl Strategy<Value = (String, String)> {
+            (
+                prop::sample::select(NAMES).prop_map(str::to_string),
+                "[a-zA-Z0-9 ,=/;.-]{0,24}",
+            )
+        }
+
+        proptest! {
+            /// Whatever bytes arrive, the head parser answers without panicking, and never
+            /// claims more than the buffer holds.
+            #[test]
+            fn any_bytes_are_parsed_or_handed_over(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let mut wire = Vec::new();
+                if let Parsed::Request(head) = parse(&bytes, &RULES, &mut wire) {
+                    prop_assert!(head.length <= bytes.len());
+                    prop_assert!(head.path.0 + head.path.1 <= head.length);
+                }
+            }
+
+            /// A request the fast path takes goes to the model with the same request line and
+            /// the same end-to-end headers in the same order; hop-by-hop ones, those its
+            /// Connection names and content-length do not go, and the body's length does.
+            #[test]
+            fn end_to_end_headers_reach_the_model_in_order(
+                headers in prop::collection::vec(header(), 0..8),
+                body in "[a-z{}\":,0-9]{0,40}",
+            ) {
+                let mut raw = String::from("POST /predict?x=1 HTTP/1.1\r\n");
+                for (name, value) in &headers {
+                    raw.push_str(&format!("{name}: {value}\r\n"));
+                }
+                raw.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+                let mut wire = Vec::new();
+                let Parsed::Request(head) = parse(raw.as_bytes(), &RULES, &mut wire) else {
+                    return Err(TestCaseError::fail(format!("not taken: {raw:?}")));
+                };
+                prop_assert_eq!(head.body, body.len());
+                let named: Vec<String> = headers
+                    .iter()
+                    .filter(|(n, _)| n == "connection")
+                    .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+                    .collect();
+                let mut expected = String::from("POST /predict?x=1 HTTP/1.1\r\n");
+                for (name, value) in &headers {
+                    let hop = is_hop_by_hop(name.as_bytes()) || named.iter().any(|n| n == name);
+                    if !hop {
+                        // httparse trims the value's surrounding whitespace.
+                        expected.push_str(&format!("{name}: {}\r\n", value.trim_matches(' ')));
+                    }
+                }
+                if !headers.iter().any(|(n, _)| n == "host") {
+                    expected.push_str("host: 127.0.0.1:8080\r\n");
+                }
+                if !body.is_empty() {
+                    expected.push_str(&format!("content-length: {}\r\n", body.len()));
+                }
+                expected.push_str("\r\n");
+                prop_assert_eq!(String::from_utf8_lossy(&wire), expected);
+            }
+        }
+    }
 }
