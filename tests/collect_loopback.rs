@@ -59,6 +59,8 @@ struct MonitorProcess {
     child: Child,
     ip: IpAddr,
     serve_port: u16,
+    /// The report token file, removed with the process.
+    _token: tempfile::TempPath,
 }
 
 impl Drop for MonitorProcess {
@@ -68,10 +70,14 @@ impl Drop for MonitorProcess {
     }
 }
 
-fn token_file() -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("drover-collect-token-{}", std::process::id()));
-    std::fs::write(&p, TOKEN).unwrap();
-    p
+/// A report token file for one monitor process (removed when it is dropped).
+fn token_file() -> tempfile::TempPath {
+    let file = tempfile::Builder::new()
+        .prefix("drover-collect-token-")
+        .tempfile()
+        .unwrap();
+    std::fs::write(file.path(), TOKEN).unwrap();
+    file.into_temp_path()
 }
 
 async fn start_monitor(
@@ -91,6 +97,7 @@ async fn start_monitor_with(
     upstream: SocketAddr,
     extra: &[&str],
 ) -> MonitorProcess {
+    let token = token_file();
     let child = Command::new(env!("CARGO_BIN_EXE_drover"))
         .args([
             "monitor",
@@ -101,7 +108,7 @@ async fn start_monitor_with(
             "--upstream",
             &upstream.to_string(),
             "--report-token-file",
-            &token_file().display().to_string(),
+            &token.display().to_string(),
             "--model-version",
             "2.0.0",
             "--threads",
@@ -126,6 +133,7 @@ async fn start_monitor_with(
         child,
         ip,
         serve_port,
+        _token: token,
     }
 }
 
