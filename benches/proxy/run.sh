@@ -255,6 +255,7 @@ rss_load = max(r["rss_kib"] for r in runs["monitor"])
 print()
 print("| ratio / figure | value | target |")
 print("|---|---:|---|")
+load_headroom = d("rps") >= 3 * max(m("rps"), n("rps"))
 # Rounds are interleaved, so each round's monitor and nginx runs are seconds apart: the
 # per-round ratio cancels slow drifts of the machine (other VMs, frequency), which move both.
 paired = statistics.median(
@@ -266,9 +267,12 @@ rows = [
      paired >= 1.0),
     ("monitor / nginx capacity (1e6 / CPU per request)", f"{m('capacity') / n('capacity'):.2f}",
      ">= 1.00", m("capacity") >= n("capacity")),
-    ("monitor added p99 / nginx added p99",
+    # Saturated, the p99 is the load side's too unless it can drive 3x the faster proxy
+    # (then the paced rounds below give the verdict): shown, judged only with that headroom.
+    ("monitor added p99 / nginx added p99, saturated"
+     + ("" if load_headroom else " (informational: load side bound)"),
      f"{added['monitor'] / 1000:+.3f} ms / {added['nginx'] / 1000:+.3f} ms",
-     "monitor <= nginx", added["monitor"] <= added["nginx"]),
+     "monitor <= nginx" if load_headroom else "", added["monitor"] <= added["nginx"]),
     ("monitor RSS under load (VmRSS max / VmHWM)",
      f"{rss_load / 1024:.1f} / {hwm / 1024:.1f} MiB", "<= 32 MiB", hwm <= 32 * 1024),
     ("upstream 3x faster: upstream capacity / monitor capacity",
