@@ -157,15 +157,20 @@ fn plain(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
+/// Whether the model's URI has no path prefix, so request targets go to it as they are.
+pub fn without_path_prefix(base: &Uri) -> bool {
+    let prefix = base.path_and_query().map_or("", |p| p.as_str());
+    prefix.is_empty() || prefix == "/"
+}
+
 /// The request target sent to the model, in origin form (`/path?query`, what goes on an
 /// HTTP/1.1 request line to a server that is not a proxy): the upstream's path prefix, if any,
 /// then the request's path and query. `None` when the request's own URI already is that
 /// target (the common case: an HTTP/1.1 request to an upstream without a path), so nothing is
 /// copied or parsed per request.
 fn upstream_target(base: &Uri, request: &Uri) -> Result<Option<Uri>, ()> {
-    let prefix = base.path_and_query().map_or("", |p| p.as_str());
     if let Some(target) = request.path_and_query()
-        && (prefix.is_empty() || prefix == "/")
+        && without_path_prefix(base)
         && target.as_str().starts_with('/')
     {
         if request.scheme().is_none() && request.authority().is_none() {

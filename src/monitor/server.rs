@@ -47,7 +47,11 @@ use tokio::time::Sleep;
 
 use super::HEADER_READ_TIMEOUT;
 use super::feedback::TOKEN_HEADER;
-use super::proxy::{Answer, FEEDBACK_PATH, ModelAnswer, Outgoing, Proxy, ProxyBody, is_hop_by_hop};
+use super::proxy::{
+    Answer, FEEDBACK_PATH, ModelAnswer, Outgoing, Proxy, ProxyBody, is_hop_by_hop,
+    without_path_prefix,
+};
+use super::upstream::{decimal, has_token};
 
 /// How late a connection's timers may fire: they are moved only when they would fire before
 /// the deadline or more than this after it, so a busy connection moves each about twice a
@@ -242,15 +246,10 @@ struct Rules<'a> {
 
 impl<'a> Rules<'a> {
     fn of(proxy: &'a Proxy) -> Self {
-        let prefix = proxy
-            .settings
-            .upstream
-            .path_and_query()
-            .map_or("", |p| p.as_str());
         Rules {
             max_body: proxy.settings.max_body_bytes,
             host: proxy.upstream.host().as_bytes(),
-            plain_upstream: prefix.is_empty() || prefix == "/",
+            plain_upstream: without_path_prefix(&proxy.settings.upstream),
             feedback: proxy.settings.feedback.is_some(),
         }
     }
@@ -301,10 +300,7 @@ fn parse(buffer: &[u8], rules: &Rules<'_>, wire: &mut Vec<u8>) -> Parsed {
     for h in request.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok());
+            let n = decimal(h.value).and_then(|n| usize::try_from(n).ok());
             match (n, body) {
                 (Some(n), None) if n <= rules.max_body => body = Some(n),
                 // Repeated, malformed or over the limit: hyper answers 400 or 413.
@@ -316,13 +312,8 @@ fn parse(buffer: &[u8], rules: &Rules<'_>, wire: &mut Vec<u8>) -> Parsed {
         {
             return Parsed::HandOver;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
-                    named.push(token);
-                }
-            }
+            close |= has_token(h.value, b"close");
+            named.extend(connection_named(h.value));
         } else if name.eq_ignore_ascii_case(b"host") {
             has_host = true;
         } else if name.eq_ignore_ascii_case(b"authorization") {
@@ -545,10 +536,7 @@ impl Conn {
     ) -> io::Result<()> {
         let (parts, mut body) = response.into_parts();
         let status = parts.status;
-        let bodiless = head_request
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
+        let bodiless = bodiless(status, head_request);
         let size = body.size_hint().exact();
         let chunked = !bodiless && size.is_none();
         let mut out = std::mem::take(&mut self.out);
@@ -598,10 +586,7 @@ impl Conn {
         close: bool,
     ) -> io::Result<()> {
         let status = answer.head.status;
-        let bodiless = head_request
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
+        let bodiless = bodiless(status, head_request);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         status_line(&mut out, status, answer.head.reason());
@@ -609,16 +594,7 @@ impl Conn {
         let mut named: Vec<&[u8]> = Vec::new();
         for (name, value) in answer.head.headers() {
             if name.eq_ignore_ascii_case(b"connection") {
-                named.extend(
-                    value
-                        .split(|b| *b == b',')
-                        .map(<[u8]>::trim_ascii)
-                        .filter(|t| {
-                            !t.is_empty()
-                                && !t.eq_ignore_ascii_case(b"keep-alive")
-                                && !t.eq_ignore_ascii_case(b"close")
-                        }),
-                );
+                named.extend(connection_named(value));
             }
         }
         let mut has_date = false;
@@ -715,6 +691,27 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Whether an answer goes without a body (RFC 9112 §6.3): to HEAD, and 1xx, 204 and 304.
+fn bodiless(status: StatusCode, head_request: bool) -> bool {
+    head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// The header names a `Connection` value lists besides `keep-alive` and `close`: hop-by-hop
+/// too, so they are not passed on.
+fn connection_named(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"close")
+        })
 }
 
 /// How a response's body is framed on the wire.

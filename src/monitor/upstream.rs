@@ -320,6 +320,19 @@ impl Connection {
         }
     }
 
+    /// Up to `left` bytes of a body whose length is known (reading when nothing is buffered),
+    /// and how many are left after them; the stream ending first is an error.
+    fn poll_take(&mut self, cx: &mut Context<'_>, left: u64) -> Poll<io::Result<(Bytes, u64)>> {
+        if self.buffer.is_empty() && ready!(self.poll_fill(cx))? == 0 {
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let take = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(self.buffer.len());
+        let data = self.buffer.split_to(take).freeze();
+        Poll::Ready(Ok((data, left - take as u64)))
+    }
+
     /// Reads more into the buffer; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.buffer.reserve(READ_CHUNK);
@@ -409,11 +422,7 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> Result<Option<ResponseH
                 );
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 for part in h.value.split(|b| *b == b',') {
-                    let part = part.trim_ascii();
-                    let n = std::str::from_utf8(part)
-                        .ok()
-                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                        .and_then(|s| s.parse::<u64>().ok())
+                    let n = decimal(part.trim_ascii())
                         .ok_or(SendError::Invalid("invalid content-length"))?;
                     if content_length.is_some_and(|l| l != n) {
                         return Err(SendError::Invalid("conflicting content-length"));
@@ -447,7 +456,16 @@ fn parse_head(buffer: &mut BytesMut, method: &Method) -> Result<Option<ResponseH
     }
 }
 
-fn has_token(value: &[u8], token: &[u8]) -> bool {
+/// A `content-length` value: ASCII digits only (no sign, no spaces), within u64.
+pub(super) fn decimal(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+pub(super) fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|b| *b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
@@ -596,18 +614,10 @@ impl Body for ModelBody {
             };
             match framing {
                 Framing::Length(left) => {
-                    if connection.buffer.is_empty() {
-                        match ready!(connection.poll_fill(cx)) {
-                            Ok(0) => return this.broken(io::ErrorKind::UnexpectedEof.into()),
-                            Ok(_) => {}
-                            Err(e) => return this.broken(e),
-                        }
-                    }
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(connection.buffer.len());
-                    let data = connection.buffer.split_to(take).freeze();
-                    let left = left - take as u64;
+                    let (data, left) = match ready!(connection.poll_take(cx, left)) {
+                        Ok(taken) => taken,
+                        Err(e) => return this.broken(e),
+                    };
                     if left == 0 {
                         this.finish();
                     } else {
@@ -646,18 +656,10 @@ impl Body for ModelBody {
                     }));
                 }
                 Framing::Chunked(Chunk::Data(left)) => {
-                    if connection.buffer.is_empty() {
-                        match ready!(connection.poll_fill(cx)) {
-                            Ok(0) => return this.broken(io::ErrorKind::UnexpectedEof.into()),
-                            Ok(_) => {}
-                            Err(e) => return this.broken(e),
-                        }
-                    }
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(connection.buffer.len());
-                    let data = connection.buffer.split_to(take).freeze();
-                    let left = left - take as u64;
+                    let (data, left) = match ready!(connection.poll_take(cx, left)) {
+                        Ok(taken) => taken,
+                        Err(e) => return this.broken(e),
+                    };
                     this.framing = Some(Framing::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
