@@ -977,22 +977,7 @@ async fn feedback_sent_to_another_pod_is_counted_once_and_bad_feedback_is_refuse
     let mut tokens = Vec::new();
     for i in 0..11 {
         let amount = if i < 5 { 500.0 } else { 10.0 };
-        let answer = send(
-            "POST",
-            format!("http://{}/predict", a.serving),
-            &[("content-type", "application/json")],
-            transaction(amount),
-        )
-        .await;
-        assert_eq!(answer.status, StatusCode::OK);
-        let token = answer
-            .headers
-            .get("x-drover-prediction-token")
-            .expect("a prediction token")
-            .to_str()
-            .unwrap()
-            .to_string();
-        tokens.push((token, answer.json()["prediction"].clone()));
+        tokens.push(predict_with_token(&a, amount).await);
     }
     // Truth: the first 5 predicted 1 (right for 4 of them), the others predicted 0 (all right).
     for (i, (token, prediction)) in tokens.iter().take(10).enumerate() {
