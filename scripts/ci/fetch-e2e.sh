@@ -61,25 +61,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------- 1. venv
-CACHE=${DROVER_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/drover}
-VENV=$CACHE/fetch-venv
-REQ=$ROOT/scripts/ci/fetch-requirements.txt
-mkdir -p "$CACHE"
-want=$({ sha256sum <"$REQ"; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
-(
-  flock 9
-  if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.requirements-hash" 2>/dev/null)" = "$want" ] &&
-    "$VENV/bin/python" -c 'import mlflow, moto, sklearn, skops, boto3' 2>/dev/null; then
-    log "reusing the venv $VENV"
-  else
-    log "creating the venv $VENV (MLflow and moto: a few minutes, once)"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
-    echo "$want" >"$VENV/.requirements-hash"
-  fi
-) 9>"$CACHE/fetch-venv.lock"
-PY=$VENV/bin/python
+# shellcheck source=scripts/ci/venv.sh
+. "$ROOT/scripts/ci/venv.sh"
+ci_venv fetch-venv "$ROOT/scripts/ci/fetch-requirements.txt" 'import mlflow, moto, sklearn, skops, boto3' "MLflow and moto: a few minutes, once"
 
 log "cargo build --bin drover"
 cargo build -q --bin drover

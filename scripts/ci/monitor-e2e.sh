@@ -80,25 +80,9 @@ run() {
 }
 
 # ---------------------------------------------------------------------------------- 1. venv
-CACHE=${DROVER_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/drover}
-VENV=$CACHE/fraud-venv
-mkdir -p "$CACHE"
-want=$({ sha256sum <"$FRAUD/requirements.txt"; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
-(
-  # One writer at a time (concurrent CI runs on one machine share the cache).
-  flock 9
-  if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.requirements-hash" 2>/dev/null)" = "$want" ] &&
-    "$VENV/bin/python" -c 'import fastapi, uvicorn, sklearn, pandas, httpx' 2>/dev/null; then
-    log "reusing the venv $VENV"
-  else
-    log "creating the venv $VENV"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$FRAUD/requirements.txt"
-    echo "$want" >"$VENV/.requirements-hash"
-  fi
-) 9>"$CACHE/fraud-venv.lock"
-PY=$VENV/bin/python
+# shellcheck source=scripts/ci/venv.sh
+. "$ROOT/scripts/ci/venv.sh"
+ci_venv fraud-venv "$FRAUD/requirements.txt" 'import fastapi, uvicorn, sklearn, pandas, httpx'
 
 log "training the model into $TMP/artifacts"
 run "$PY" "$FRAUD/train.py" --out "$TMP/artifacts" >"$TMP/train.json"
