@@ -1,10 +1,8 @@
 //! Retraining in the planner on a virtual clock: drift held high for days.
 
-use std::sync::Arc;
-
 use jiff::{SignedDuration, Timestamp};
 
-use super::tests::{apply_plan, settle};
+use super::tests::{apply_plan, observed_with_profile, settle};
 use super::*;
 use crate::collect::ClosedWindow;
 use crate::retrain::JobOutcome;
@@ -27,14 +25,7 @@ fn at(minutes: i64) -> Timestamp {
 fn drift_held_for_days_starts_runs_only_within_cooldown_budget_and_one_at_a_time() {
     let mut md = example();
     let rev = revision_of(&md.spec);
-    let mut observed = Observed {
-        reference: ReferenceState::Found,
-        evidence: ObservedEvidence {
-            profile: Some(Arc::new(fraud_profile())),
-            ..ObservedEvidence::default()
-        },
-        ..Observed::default()
-    };
+    let mut observed = observed_with_profile(fraud_profile());
     // Serving.
     for _ in 0..4 {
         let p = settle(&mut md, &observed, at(0));

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::tests::{apply_plan, at, md, settle, with_version};
+use super::tests::{apply_plan, at, md, observed_with_profile, settle, with_version};
 use super::*;
 use crate::api::{ConditionStatus, Phase};
 use crate::collect::ClosedWindow;
@@ -17,14 +17,7 @@ const WATCHED: &str = "  rollout: {strategy: Immediate}\n  monitoring:\n    wind
 fn serving(profile: crate::profile::ReferenceProfile) -> (ModelDeployment, Observed) {
     let mut m = md(WATCHED);
     let rev = revision_of(&m.spec);
-    let observed = Observed {
-        reference: ReferenceState::Found,
-        evidence: ObservedEvidence {
-            profile: Some(Arc::new(profile)),
-            ..ObservedEvidence::default()
-        },
-        ..Observed::default()
-    };
+    let observed = observed_with_profile(profile);
     let p = settle(&mut m, &observed, at(0));
     let observed = apply_plan(&observed, &p, &[&rev]);
     let p = settle(&mut m, &observed, at(10));
@@ -252,14 +245,7 @@ fn a_performance_drop_from_labels_degrades_and_starts_retraining_like_drift() {
         "{WATCHED}    performance: {{minLabels: 100, minAccuracy: 0.9}}\n  remediation:\n    onDrift: Retrain\n    retraining:\n      jobTemplate: {{spec: {{template: {{spec: {{containers: [{{name: t, image: t}}]}}}}}}}}\n"
     ));
     let rev = revision_of(&m.spec);
-    let mut observed = Observed {
-        reference: ReferenceState::Found,
-        evidence: ObservedEvidence {
-            profile: Some(Arc::new(fraud_profile())),
-            ..ObservedEvidence::default()
-        },
-        ..Observed::default()
-    };
+    let mut observed = observed_with_profile(fraud_profile());
     for _ in 0..3 {
         let p = settle(&mut m, &observed, at(0));
         observed = apply_plan(&observed, &p, &[&rev]);

@@ -194,6 +194,18 @@ pub(super) fn applied_kinds(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// What the planner observes of a model whose reference profile was found.
+pub(super) fn observed_with_profile(profile: crate::profile::ReferenceProfile) -> Observed {
+    Observed {
+        reference: ReferenceState::Found,
+        evidence: ObservedEvidence {
+            profile: Some(std::sync::Arc::new(profile)),
+            ..ObservedEvidence::default()
+        },
+        ..Observed::default()
+    }
+}
+
 pub(super) fn settle(m: &mut ModelDeployment, observed: &Observed, now: Timestamp) -> Plan {
     let p = plan(m, observed, &Settings::default(), now);
     m.status = Some(p.status.clone());
