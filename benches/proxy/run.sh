@@ -6,9 +6,11 @@
 #   ROUNDS=3 DURATION=10 CONNECTIONS=64 benches/proxy/run.sh
 #   DROVER_BIN=/path/to/drover SKIP_BUILD=1 benches/proxy/run.sh   # measure another build
 #
-# Layout (2 cores): the load generator (wrk, one thread) and the upstream (an nginx answering a
-# fixed JSON prediction) share core 0; the proxy under test has core 1 to itself
-# (`drover monitor --threads 1`, nginx `worker_processes 1`). The direct run (wrk -> upstream,
+# Layout: the load generator (wrk, one thread) on core 0; the proxy under test alone on core 1
+# (`drover monitor --threads 1`, nginx `worker_processes 1`); the upstream (an nginx answering a
+# fixed JSON prediction) on core 2 when the machine has 3 or more cores, else on core 0 with wrk
+# (UPSTREAM_CORE overrides). With its own core the load side can outrun the proxy, and the
+# saturated p99 is judged; sharing core 0 it is shown as informational only. The direct run (wrk -> upstream,
 # both on core 0) measures what core 0 can drive; the table checks that it is at least 3x
 # either proxy's throughput. On 2 cores it is not, against a fast proxy (core 0 then paces the
 # run), so the table also shows each proxy's CPU per request on its own core, how busy that
@@ -40,6 +42,7 @@ ADMIN_PORT="${ADMIN_PORT:-28091}"
 NGINX_PORT="${NGINX_PORT:-28082}"
 LOAD_CORE="${LOAD_CORE:-0}"
 PROXY_CORE="${PROXY_CORE:-1}"
+if [ "$(nproc)" -ge 3 ]; then UPSTREAM_CORE="${UPSTREAM_CORE:-2}"; else UPSTREAM_CORE="${UPSTREAM_CORE:-$LOAD_CORE}"; fi
 PROFILE="${PROFILE:-$repo/examples/models/fraud/profile.json}"
 DROVER_BIN="${DROVER_BIN:-$repo/target/release/drover}"
 
@@ -106,7 +109,7 @@ wait_for() { # url [post]
 }
 
 # --- servers -----------------------------------------------------------------------------
-taskset -c "$LOAD_CORE" nginx -p "$work" -c "$work/upstream.conf" -e "$work/upstream-error.log" \
+taskset -c "$UPSTREAM_CORE" nginx -p "$work" -c "$work/upstream.conf" -e "$work/upstream-error.log" \
     2>>"$work/upstream.stderr" &
 upstream_pid=$!
 pids+=("$upstream_pid")
@@ -209,10 +212,10 @@ hwm=$(status_kib "$monitor_pid" VmHWM)
 rss_idle=$(status_kib "$monitor_pid" VmRSS)
 curl -fsS "http://127.0.0.1:$ADMIN_PORT/drover/report" >"$work/report.json"
 
-python3 - "$results" "$work/report.json" "$hz" "$hwm" "$rss_idle" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$LOAD_CORE" "$paced" "$PACED_DELAY_MS" <<'EOF'
+python3 - "$results" "$work/report.json" "$hz" "$hwm" "$rss_idle" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$LOAD_CORE" "$paced" "$PACED_DELAY_MS" "$UPSTREAM_CORE" <<'EOF'
 import json, statistics, sys
 
-path, report_path, hz, hwm, rss_idle, rounds, duration, conns, load_core, paced_path, pace = sys.argv[1:]
+path, report_path, hz, hwm, rss_idle, rounds, duration, conns, load_core, paced_path, pace, upstream_core = sys.argv[1:]
 hz, hwm, rss_idle = int(hz), int(hwm), int(rss_idle)
 runs = {}
 for line in open(path):
@@ -255,7 +258,12 @@ rss_load = max(r["rss_kib"] for r in runs["monitor"])
 print()
 print("| ratio / figure | value | target |")
 print("|---|---:|---|")
-load_headroom = d("rps") >= 3 * max(m("rps"), n("rps"))
+# The saturated p99 is the proxies' own when the load side is not what paces the run: either
+# wrk and the upstream can drive 3x the faster proxy, or they have separate cores and the
+# upstream is 3x faster than either proxy (then the proxy's core is the bottleneck).
+upstream_3x = d("capacity") >= 3 * max(m("capacity"), n("capacity"))
+load_headroom = d("rps") >= 3 * max(m("rps"), n("rps")) or (
+    upstream_core != load_core and upstream_3x)
 # Rounds are interleaved, so each round's monitor and nginx runs are seconds apart: the
 # per-round ratio cancels slow drifts of the machine (other VMs, frequency), which move both.
 paired = statistics.median(
@@ -286,7 +294,7 @@ for name, value, target, ok in rows:
     mark = ("✅" if ok else "❌") if target else ""
     print(f"| {name} | {value} | {target} {mark} |")
 
-if d("rps") < 3 * max(m("rps"), n("rps")):
+if not load_headroom and upstream_core == load_core:
     print("\nNote: wrk and the upstream share core %s: the upstream is fast (see its capacity) but "
           "one core cannot both run it and drive 3x the faster proxy, so req/s and the saturated "
           "latency are partly the load side's; capacity (CPU per request on the proxy's own core) "
