@@ -73,6 +73,12 @@ pub const SIGNALS: [&str; 7] = [
     "latencyVsStable",
 ];
 
+/// Why a retraining Job was started (`drover_retraining_runs_total{reason}`).
+pub const RETRAINING_REASONS: [&str; 2] = ["drift", "scheduled"];
+
+/// What the acceptance gate said of a candidate (`drover_retraining_candidates_total{reason}`).
+pub const CANDIDATE_VERDICTS: [&str; 2] = ["accepted", "rejected"];
+
 /// A feature of a model: bounded by `watch::TOP_FEATURES` per ModelDeployment (the series of
 /// features that leave the top are removed).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -364,6 +370,32 @@ impl Metrics {
         self.feedback_unverified.remove(&labels);
     }
 
+    /// Removes every per-ModelDeployment series of `namespace/name`, the counters included
+    /// (the ModelDeployment was deleted; a new one of the same name starts from zero, which
+    /// Prometheus reads as a counter reset).
+    pub fn forget_deleted(&self, namespace: &str, name: &str) {
+        self.forget_rollout(namespace, name);
+        self.forget_drift(namespace, name);
+        self.forget_feedback(namespace, name);
+        let model = ModelLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.promotions.remove(&model);
+        self.rollbacks.remove(&model);
+        let reason = |reason| ReasonLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            reason,
+        };
+        for why in RETRAINING_REASONS {
+            self.retraining_runs.remove(&reason(why));
+        }
+        for verdict in CANDIDATE_VERDICTS {
+            self.candidates.remove(&reason(verdict));
+        }
+    }
+
     /// Counts one scrape by outcome.
     pub fn scraped(&self, outcome: &'static str) {
         self.scrapes.get_or_create(&OutcomeLabels { outcome }).inc();
@@ -540,6 +572,55 @@ mod tests {
             !text.contains("drover_feedback_duplicates_total{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn deleting_a_model_removes_all_its_series_and_keeps_the_others() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let encode = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        for name in ["fraud", "churn"] {
+            metrics.promoted("ml", name);
+            metrics.rolled_back("ml", name);
+            for why in RETRAINING_REASONS {
+                metrics.retraining_started("ml", name, why);
+            }
+            for verdict in CANDIDATE_VERDICTS {
+                metrics.candidate_judged("ml", name, verdict);
+            }
+            metrics.set_weights("ml", name, 10, 10);
+            metrics.set_drift("ml", name, &[("amount".into(), 0.4)], true);
+            metrics.feedback_checked(
+                "ml",
+                name,
+                crate::collect::dedup::Checked {
+                    duplicates: 1,
+                    unverified: 1,
+                },
+            );
+        }
+        let before = encode(&registry);
+        let series = |text: &str, name: &str| {
+            text.lines()
+                .filter(|l| !l.starts_with('#') && l.contains(&format!("name=\"{name}\"")))
+                .count()
+        };
+        assert!(series(&before, "fraud") >= 11, "{before}");
+        assert_eq!(
+            series(&before, "fraud"),
+            series(&before, "churn"),
+            "{before}"
+        );
+
+        metrics.forget_deleted("ml", "fraud");
+        let after = encode(&registry);
+        assert_eq!(series(&after, "fraud"), 0, "{after}");
+        assert_eq!(series(&after, "churn"), series(&before, "churn"), "{after}");
     }
 
     #[test]

@@ -326,9 +326,7 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
         // remembers of the object goes.
         ctx.forget(&uid);
         let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
-        ctx.metrics.forget_rollout(&namespace, &name);
-        ctx.metrics.forget_drift(&namespace, &name);
-        ctx.metrics.forget_feedback(&namespace, &name);
+        ctx.metrics.forget_deleted(&namespace, &name);
         if let Some(n) = &ctx.notifier {
             n.forget(&namespace, &name);
         }
