@@ -291,8 +291,6 @@ fn fetch_container(md: &ModelDeployment, image: &str, registry_version: Option<&
                 ..EnvFromSource::default()
             }]
         });
-    let mut security = restricted_container_security_context();
-    security.read_only_root_filesystem = Some(true);
     Container {
         name: FETCH_CONTAINER.into(),
         image: Some(image.to_string()),
@@ -307,7 +305,7 @@ fn fetch_container(md: &ModelDeployment, image: &str, registry_version: Option<&
         }]),
         // `kubectl describe pod` shows why a fetch failed without digging in logs.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(security),
+        security_context: Some(restricted_read_only_security_context()),
         ..Container::default()
     }
 }
@@ -579,8 +577,6 @@ fn monitor_container(md: &ModelDeployment, image: &str) -> Container {
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     };
-    let mut security = restricted_container_security_context();
-    security.read_only_root_filesystem = Some(true);
     Container {
         name: MONITOR_CONTAINER.into(),
         image: Some(image.to_string()),
@@ -630,7 +626,7 @@ fn monitor_container(md: &ModelDeployment, image: &str) -> Container {
             failure_threshold: Some(3),
             ..Probe::default()
         }),
-        security_context: Some(security),
+        security_context: Some(restricted_read_only_security_context()),
         ..Container::default()
     }
 }
@@ -669,6 +665,15 @@ pub fn restricted_container_security_context() -> SecurityContext {
             ..SeccompProfile::default()
         }),
         ..SecurityContext::default()
+    }
+}
+
+/// The restricted context with a read-only root filesystem: Drover's own containers (the
+/// monitor, the fetcher) write only to the volumes mounted for them.
+fn restricted_read_only_security_context() -> SecurityContext {
+    SecurityContext {
+        read_only_root_filesystem: Some(true),
+        ..restricted_container_security_context()
     }
 }
 
