@@ -45,20 +45,23 @@ pub struct Notification {
 
 /// The notification event an Event reason belongs to, if any.
 pub fn event_of(reason: &str) -> Option<NotificationEvent> {
+    use crate::plan::{reason as plan, retraining_reason as retraining, steady_reason as steady};
+    use crate::rollout::machine::reason as canary;
     use NotificationEvent as E;
+    // The planner's own reason constants, so a renamed reason cannot silently stop notifying.
     Some(match reason {
-        "CanaryStarted" | "RolloutStarted" => E::RolloutStarted,
-        "CanaryPromoted" | "CanaryPromotedManually" | "RolloutComplete" => E::Promoted,
-        "CanaryRolledBack" | "BakeRolledBack" | "CanaryAborted" | "ProgressDeadlineExceeded" => {
+        canary::STARTED | plan::ROLLOUT_STARTED => E::RolloutStarted,
+        canary::PROMOTED | canary::PROMOTED_BY_HAND | plan::ROLLOUT_COMPLETE => E::Promoted,
+        canary::ROLLED_BACK | canary::BAKE_ROLLBACK | canary::ABORTED | canary::DEADLINE => {
             E::RolledBack
         }
-        "DriftDetected" => E::DriftDetected,
-        "SLOBreached" => E::SLOBreached,
-        "RetrainingStarted" => E::RetrainingStarted,
-        "RetrainingSucceeded" | "RetrainingFailed" => E::RetrainingFinished,
-        "CandidateAccepted" => E::CandidateAccepted,
-        "CandidateRejected" => E::CandidateRejected,
-        "PerformanceDropped" => E::PerformanceDropped,
+        steady::DRIFT_DETECTED => E::DriftDetected,
+        steady::SLO_BREACHED => E::SLOBreached,
+        retraining::STARTED => E::RetrainingStarted,
+        retraining::SUCCEEDED | retraining::FAILED => E::RetrainingFinished,
+        retraining::CANDIDATE_ACCEPTED => E::CandidateAccepted,
+        retraining::CANDIDATE_REJECTED => E::CandidateRejected,
+        steady::PERFORMANCE_DROPPED => E::PerformanceDropped,
         _ => return None,
     })
 }
