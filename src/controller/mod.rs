@@ -112,11 +112,10 @@ pub struct Context {
     written: Mutex<HashMap<String, ModelDeploymentStatus>>,
     /// ModelDeployments (by uid) whose monitor token Secret is known to exist, and since when.
     tokens: Mutex<HashMap<String, std::time::Instant>>,
-    /// The NetworkPolicy spec hash last seen or applied, by ModelDeployment uid, and when: read
-    /// back from the API at most once per resync instead of watched.
-    policies: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
-    /// The same for the CronJobs (retraining, batch), by (uid, name).
-    cron_jobs: Mutex<HashMap<(String, String), ReadBack>>,
+    /// Children read back from the API at most once per resync instead of watched (the
+    /// NetworkPolicy, the retraining and batch CronJobs): the spec hash last seen or applied,
+    /// by (ModelDeployment uid, kind, name), and when.
+    read_back: Mutex<HashMap<(String, ChildKind, String), ReadBack>>,
     /// Webhook deliveries (none: notifications are not sent).
     pub notifier: Option<crate::notify::Notifier>,
     /// Webhook URLs read from Secrets, by (namespace, secret, key), and when.
@@ -147,8 +146,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
-            policies: Mutex::new(HashMap::new()),
-            cron_jobs: Mutex::new(HashMap::new()),
+            read_back: Mutex::new(HashMap::new()),
             notifier: None,
             webhook_urls: Mutex::new(HashMap::new()),
             registry: registry::RegistryCache::default(),
@@ -169,11 +167,8 @@ impl Context {
         if let Ok(mut t) = self.tokens.lock() {
             t.remove(uid);
         }
-        if let Ok(mut p) = self.policies.lock() {
-            p.remove(uid);
-        }
-        if let Ok(mut c) = self.cron_jobs.lock() {
-            c.retain(|(u, _), _| u != uid);
+        if let Ok(mut r) = self.read_back.lock() {
+            r.retain(|(u, _, _), _| u != uid);
         }
     }
 
@@ -378,11 +373,8 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
             Action::Apply(child) => {
                 writer.apply(child).await?;
                 let r = child.reference();
-                if r.kind == ChildKind::NetworkPolicy {
-                    remember_policy(ctx, &uid, child.spec_hash().map(str::to_string));
-                }
-                if r.kind == ChildKind::CronJob {
-                    remember_cron_job(ctx, &uid, &r.name, child.spec_hash().map(str::to_string));
+                if READ_BACK.contains(&r.kind) {
+                    remember_read_back(ctx, &uid, r.kind, &r.name, child.spec_hash());
                 }
                 let existed = exists(&observed, &r);
                 let reason = if existed { "Updated" } else { "Created" };
@@ -425,11 +417,8 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
             }
             Action::Delete(r) => {
                 writer.delete(r).await?;
-                if r.kind == ChildKind::NetworkPolicy {
-                    remember_policy(ctx, &uid, None);
-                }
-                if r.kind == ChildKind::CronJob {
-                    remember_cron_job(ctx, &uid, &r.name, None);
+                if READ_BACK.contains(&r.kind) {
+                    remember_read_back(ctx, &uid, r.kind, &r.name, None);
                 }
                 info!(model = %md.name_any(), kind = r.kind.as_str(), name = %r.name, "deleted child");
                 let _ = writer
@@ -1110,21 +1099,58 @@ async fn termination_message(
     )))
 }
 
-/// CronJob `name`, read back like the NetworkPolicy (at most once per resync); not looked up
-/// at all unless `wanted` (the spec asks for it, or one may be left to delete).
+/// The kinds read back at most once per resync instead of watched.
+const READ_BACK: [ChildKind; 2] = [ChildKind::NetworkPolicy, ChildKind::CronJob];
+
+/// CronJob `name` (retraining, batch); not looked up at all unless `wanted` (the spec asks for
+/// it, or one may be left to delete).
 async fn observe_cron_job(
     md: &ModelDeployment,
     ctx: &Context,
     name: &str,
     wanted: bool,
 ) -> Result<Option<plan::ObservedChild>, Error> {
-    use k8s_openapi::api::batch::v1::CronJob;
+    observe_read_back::<k8s_openapi::api::batch::v1::CronJob>(
+        md,
+        ctx,
+        ChildKind::CronJob,
+        name,
+        wanted,
+    )
+    .await
+}
+
+/// NetworkPolicy `<name>` (one object per ModelDeployment that rarely changes).
+async fn observe_network_policy(
+    md: &ModelDeployment,
+    ctx: &Context,
+) -> Result<Option<plan::ObservedChild>, Error> {
+    let name = crate::naming::network_policy(&md.name_any());
+    observe_read_back::<NetworkPolicy>(md, ctx, ChildKind::NetworkPolicy, &name, true).await
+}
+
+/// Child `name` of `kind`: from what this instance applied or read within the last resync,
+/// else read from the API, and only when `wanted` (the spec asks for it, or one may be left
+/// to delete).
+async fn observe_read_back<K>(
+    md: &ModelDeployment,
+    ctx: &Context,
+    kind: ChildKind,
+    name: &str,
+    wanted: bool,
+) -> Result<Option<plan::ObservedChild>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let uid = md.uid().unwrap_or_default();
     let cached = ctx
-        .cron_jobs
+        .read_back
         .lock()
         .ok()
-        .and_then(|c| c.get(&(uid.clone(), name.to_string())).cloned())
+        .and_then(|c| c.get(&(uid.clone(), kind, name.to_string())).cloned())
         .filter(|(_, at)| at.elapsed() < RESYNC);
     if let Some((hash, _)) = cached {
         return Ok(hash.map(|spec_hash| plan::ObservedChild {
@@ -1136,77 +1162,27 @@ async fn observe_cron_job(
     if !wanted {
         return Ok(None);
     }
-    let api: Api<CronJob> =
-        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
     let found = api.get_opt(name).await?;
     let observed = found.map(|c| plan::ObservedChild {
         name: name.to_string(),
         spec_hash: spec_hash(&c),
         foreign: !is_child(md, &c),
     });
+    // A foreign object is looked at again every time (rare; it may be removed any moment).
     if !observed.as_ref().is_some_and(|c| c.foreign) {
-        remember_cron_job(
-            ctx,
-            &uid,
-            name,
-            observed.as_ref().and_then(|c| c.spec_hash.clone()),
-        );
+        let hash = observed.as_ref().and_then(|c| c.spec_hash.as_deref());
+        remember_read_back(ctx, &uid, kind, name, hash);
     }
     Ok(observed)
 }
 
-fn remember_cron_job(ctx: &Context, uid: &str, name: &str, spec_hash: Option<String>) {
-    if let Ok(mut c) = ctx.cron_jobs.lock() {
+fn remember_read_back(ctx: &Context, uid: &str, kind: ChildKind, name: &str, hash: Option<&str>) {
+    if let Ok(mut c) = ctx.read_back.lock() {
         c.insert(
-            (uid.to_string(), name.to_string()),
-            (spec_hash, std::time::Instant::now()),
+            (uid.to_string(), kind, name.to_string()),
+            (hash.map(str::to_string), std::time::Instant::now()),
         );
-    }
-}
-
-/// NetworkPolicy `<name>`: from what this instance applied or read within the last resync,
-/// else read from the API (no watch: one object per ModelDeployment that rarely changes).
-async fn observe_network_policy(
-    md: &ModelDeployment,
-    ctx: &Context,
-) -> Result<Option<plan::ObservedChild>, Error> {
-    let uid = md.uid().unwrap_or_default();
-    let name = crate::naming::network_policy(&md.name_any());
-    let cached = ctx
-        .policies
-        .lock()
-        .ok()
-        .and_then(|p| p.get(&uid).cloned())
-        .filter(|(_, at)| at.elapsed() < RESYNC);
-    if let Some((hash, _)) = cached {
-        return Ok(hash.map(|spec_hash| plan::ObservedChild {
-            name,
-            spec_hash: Some(spec_hash),
-            foreign: false,
-        }));
-    }
-    let api: Api<NetworkPolicy> =
-        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
-    let found = api.get_opt(&name).await?;
-    let observed = found.map(|p| plan::ObservedChild {
-        name: name.clone(),
-        spec_hash: spec_hash(&p),
-        foreign: !is_child(md, &p),
-    });
-    // A foreign policy is looked at again every time (rare; it may be removed any moment).
-    if !observed.as_ref().is_some_and(|p| p.foreign) {
-        remember_policy(
-            ctx,
-            &uid,
-            observed.as_ref().and_then(|p| p.spec_hash.clone()),
-        );
-    }
-    Ok(observed)
-}
-
-fn remember_policy(ctx: &Context, uid: &str, spec_hash: Option<String>) {
-    if let Ok(mut p) = ctx.policies.lock() {
-        p.insert(uid.to_string(), (spec_hash, std::time::Instant::now()));
     }
 }
 
