@@ -73,11 +73,19 @@ pub const SIGNALS: [&str; 7] = [
     "latencyVsStable",
 ];
 
-/// Why a retraining Job was started (`drover_retraining_runs_total{reason}`).
-pub const RETRAINING_REASONS: [&str; 2] = ["drift", "scheduled"];
+/// Why a retraining Job was started (`drover_retraining_runs_total{reason}`): the
+/// `drover.dev/retraining` label values.
+pub const RETRAINING_REASONS: [&str; 2] = [
+    crate::retrain::TriggerReason::Drift.label_value(),
+    crate::retrain::TriggerReason::Scheduled.label_value(),
+];
 
-/// What the acceptance gate said of a candidate (`drover_retraining_candidates_total{reason}`).
-pub const CANDIDATE_VERDICTS: [&str; 2] = ["accepted", "rejected"];
+/// A candidate the acceptance gate accepted (`drover_retraining_candidates_total{reason}`).
+pub const CANDIDATE_ACCEPTED: &str = "accepted";
+/// A candidate the acceptance gate rejected.
+pub const CANDIDATE_REJECTED: &str = "rejected";
+/// Every verdict label value (the series a deleted ModelDeployment leaves are removed for each).
+pub const CANDIDATE_VERDICTS: [&str; 2] = [CANDIDATE_ACCEPTED, CANDIDATE_REJECTED];
 
 /// A feature of a model: bounded by `watch::TOP_FEATURES` per ModelDeployment (the series of
 /// features that leave the top are removed).
@@ -522,11 +530,24 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    #[test]
-    fn exposition_names_follow_prometheus_conventions() {
+    /// Fresh metrics and the registry they are registered in.
+    fn registered() -> (Metrics, Registry) {
         let metrics = Metrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        (metrics, registry)
+    }
+
+    /// The registry in Prometheus text exposition.
+    fn encode(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn exposition_names_follow_prometheus_conventions() {
+        let (metrics, registry) = registered();
         metrics.failed(FailureCategory::Api);
         metrics.reconciled(Duration::from_millis(3));
         metrics.set_phases([(Phase::Healthy, 2)]);
@@ -538,8 +559,7 @@ mod tests {
                 unverified: 0,
             },
         );
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let text = encode(&registry);
         assert!(text.contains("drover_reconciles_total 1"), "{text}");
         assert!(
             text.contains("drover_reconcile_failures_total{category=\"Api\"} 1"),
@@ -566,8 +586,7 @@ mod tests {
             "no series before the first unverified label: {text}"
         );
         metrics.forget_feedback("ml", "fraud");
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let text = encode(&registry);
         assert!(
             !text.contains("drover_feedback_duplicates_total{"),
             "{text}"
@@ -576,14 +595,7 @@ mod tests {
 
     #[test]
     fn deleting_a_model_removes_all_its_series_and_keeps_the_others() {
-        let metrics = Metrics::default();
-        let mut registry = Registry::default();
-        metrics.register(&mut registry);
-        let encode = |registry: &Registry| {
-            let mut text = String::new();
-            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-            text
-        };
+        let (metrics, registry) = registered();
         for name in ["fraud", "churn"] {
             metrics.promoted("ml", name);
             metrics.rolled_back("ml", name);
@@ -625,14 +637,7 @@ mod tests {
 
     #[test]
     fn drift_scores_keep_only_the_current_top_features() {
-        let metrics = Metrics::default();
-        let mut registry = Registry::default();
-        metrics.register(&mut registry);
-        let encode = |registry: &Registry| {
-            let mut text = String::new();
-            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-            text
-        };
+        let (metrics, registry) = registered();
         metrics.set_drift(
             "ml",
             "fraud",

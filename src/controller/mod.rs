@@ -401,8 +401,11 @@ async fn reconcile_model(md: &ModelDeployment, ctx: &Context) -> Result<Requeue,
                 match writer.create_job(job).await? {
                     writer::JobCreated::Created => {
                         info!(model = %md.name_any(), job = %name, "started retraining Job");
-                        ctx.metrics
-                            .retraining_started(&namespace, &md.name_any(), "drift");
+                        ctx.metrics.retraining_started(
+                            &namespace,
+                            &md.name_any(),
+                            crate::retrain::TriggerReason::Drift.label_value(),
+                        );
                     }
                     writer::JobCreated::Existed => {}
                     writer::JobCreated::Refused(message) => {

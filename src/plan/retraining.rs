@@ -340,9 +340,9 @@ impl Planner<'_> {
         let mut recorded: Candidate = reported.candidate(job, at, &verdict);
         // Metric label values are lower case (`accepted`, `rejected`), as documented.
         self.candidates_judged.push(if verdict.accepted {
-            "accepted"
+            crate::metrics::CANDIDATE_ACCEPTED
         } else {
-            "rejected"
+            crate::metrics::CANDIDATE_REJECTED
         });
         if verdict.accepted {
             let deploy = spec.auto_deploy && reported.is_deployable();

@@ -39,7 +39,7 @@ impl TriggerReason {
     }
 
     /// As the `drover.dev/retraining` label carries it (`drift`, `scheduled`).
-    pub fn label_value(self) -> &'static str {
+    pub const fn label_value(self) -> &'static str {
         match self {
             TriggerReason::Drift => "drift",
             TriggerReason::Scheduled => "scheduled",
