@@ -647,10 +647,17 @@ impl Proxy {
         {
             return refuse(e);
         }
+        // The verified token has a MAC, so it has an id; the pod knows it by the same id as
+        // its feedback log and the operator do.
+        let Some(id) = feedback::token_id(&parsed.token) else {
+            return refuse(feedback::FeedbackError::Malformed(
+                "prediction token without a signature".into(),
+            ));
+        };
         let first = fb
             .seen
             .lock()
-            .map(|mut seen| seen.first_time(&claims))
+            .map(|mut seen| seen.first_time(id))
             .unwrap_or(true);
         if !first {
             return refuse(feedback::FeedbackError::Duplicate);
