@@ -169,6 +169,26 @@ impl Drop for TestNamespace {
     }
 }
 
+/// What every cluster test starts with: a client, a namespace of its own (deleted when the
+/// test ends, however it ends) and Drover's CRDs installed.
+struct Cluster {
+    client: Client,
+    namespace: TestNamespace,
+}
+
+impl Cluster {
+    /// `None` when the cluster tests are not wanted (no `DROVER_E2E_KUBECONFIG`, said once by
+    /// [`kubeconfig_path`]): the test then returns at once.
+    async fn set_up(test: &str) -> Option<Self> {
+        let kubeconfig = kubeconfig_path()?;
+        init_logging();
+        let client = client_from(&kubeconfig).await;
+        let namespace = TestNamespace::create(&client, &kubeconfig, test).await;
+        install_crds(&client, &namespace.name).await;
+        Some(Self { client, namespace })
+    }
+}
+
 fn post_params() -> PostParams {
     PostParams {
         dry_run: false,
@@ -638,14 +658,10 @@ async fn assert_admitted_under_restricted(client: &Client, namespace: &str, revi
 /// strict); every example under `examples/invalid/` is refused naming what its `# expect:` says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crds_are_accepted_and_examples_apply() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("crds").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "crds").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
 
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut applied = 0;
@@ -731,14 +747,10 @@ async fn crds_are_accepted_and_examples_apply() {
 /// ModelDeployment garbage-collects every child.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_creates_children_then_replaces_a_revision_and_gc_removes_everything() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("rollout").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "rollout").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
     let mut operator = Operator::start(&client, ns);
     operator.wait_ready().await;
 
@@ -918,14 +930,10 @@ async fn operator_creates_children_then_replaces_a_revision_and_gc_removes_every
 /// it or its children changes, and the new operator writes no child.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_operator_changes_no_resource_version() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("restart").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "restart").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
     let mut operator = Operator::start(&client, ns);
     operator.wait_ready().await;
 
@@ -1037,14 +1045,10 @@ async fn restarting_the_operator_changes_no_resource_version() {
 /// bounds the wrong way round, and an image change without a version change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_spec_is_refused_with_the_field_named() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("refuse").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "refuse").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
     let models: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
     let resource = ApiResource::erase::<ModelDeployment>(&());
     let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
@@ -1436,14 +1440,10 @@ fn canary_model() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_across_an_operator_restart_and_a_good_one_promoted() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("canary").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "canary").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
     let mut operator = Operator::start(&client, ns);
     operator.wait_ready().await;
     let name = "fraud";
@@ -1569,7 +1569,7 @@ async fn a_failing_canary_is_rolled_back_across_an_operator_restart_and_a_good_o
     // `kubectl drover status` against it (the binary as the plugin would run).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
         .args(["status", name, "-n", ns, "--kubeconfig"])
-        .arg(&kubeconfig)
+        .arg(&cluster.namespace.kubeconfig)
         .output()
         .expect("drover status runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -1937,14 +1937,10 @@ async fn expect_complete(jobs: &Api<Job>, job: &str) {
 /// deadline, and its pods pass Pod Security `restricted`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_held_for_many_windows_starts_exactly_one_retraining_job() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("drift").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "drift").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
     let profile_text = amount_profile();
     let profile = TempFile::write("profile.json", &profile_text);
     create_reference(&client, ns, REFERENCE, &profile_text).await;
@@ -2282,14 +2278,10 @@ async fn drift_held_for_many_windows_starts_exactly_one_retraining_job() {
 /// (`historyLimit: 1`) while the newer one stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_below_the_acceptance_gate_is_never_deployed() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("gate").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "gate").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
     let profile_text = amount_profile();
     let profile = TempFile::write("profile.json", &profile_text);
     create_reference(&client, ns, REFERENCE, &profile_text).await;
@@ -2536,14 +2528,10 @@ async fn a_candidate_below_the_acceptance_gate_is_never_deployed() {
 /// (`replicas: 0`), but kube-controller-manager must report the Deployments complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_out_csv_profiles_correctly() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("profile").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "profile").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
 
     // Held-out data: a numeric feature, a categorical one, and the label (left out).
     let rows = 300;
@@ -2786,14 +2774,10 @@ fn position(received: &[Value], event: &str, name: &str, version: &str) -> Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_reach_a_local_webhook_in_order_and_a_dead_one_is_a_condition() {
     use drover::conditions::NOTIFICATIONS_DELIVERED;
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("notify").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "notify").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
     let receiver = WebhookReceiver::start().await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     set_webhook_url(&secrets, &receiver.url()).await;
@@ -3019,14 +3003,10 @@ const BATCH_SCHEDULE: &str = "17 3 29 2 *";
 /// (`BatchRunSucceeded`). Removing `spec.batch` deletes the CronJob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_scoring_cron_job_is_created_restricted_and_removed_with_the_spec() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("batch").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "batch").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
     let mut operator = Operator::start(&client, ns);
     operator.wait_ready().await;
     let name = "fraud";
@@ -3242,14 +3222,10 @@ async fn post_feedback(ip: std::net::IpAddr, token: &str, label: Value) -> Optio
 /// with reason PerformanceDropped and an Event PerformanceDropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_fed_back_to_another_pod_degrade_the_model_and_feedback_is_refused_when_forged() {
-    let Some(kubeconfig) = kubeconfig_path() else {
+    let Some(cluster) = Cluster::set_up("labels").await else {
         return;
     };
-    init_logging();
-    let client = client_from(&kubeconfig).await;
-    let namespace = TestNamespace::create(&client, &kubeconfig, "labels").await;
-    let ns = namespace.name.as_str();
-    install_crds(&client, ns).await;
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.name.as_str());
     let mut operator = Operator::start(&client, ns);
     operator.wait_ready().await;
     let name = "fraud";
