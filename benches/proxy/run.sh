@@ -108,7 +108,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-
 for port in "$UPSTREAM_PORT" "$MONITOR_PORT" "$ADMIN_PORT" "$NGINX_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         log "port $port is already in use; set *_PORT to free ones"
