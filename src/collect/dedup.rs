@@ -331,7 +331,7 @@ mod tests {
         m.recorder
             .feedback(Ok(Labelled {
                 task: Task::Classification,
-                token: &token.0,
+                id: feedback::token_id(&token.0).unwrap(),
                 claims: &token.1,
                 label: &label,
             }))

@@ -78,13 +78,14 @@ pub fn token_id(token: &str) -> Option<u64> {
     Some(u64::from_be_bytes(first))
 }
 
-/// A verified label to count: the token (for its id), what it says, and the truth.
+/// A verified label to count: the token's id, what it says, and the truth.
 #[derive(Clone, Copy, Debug)]
 pub struct Labelled<'a> {
     /// How labels compare with predictions.
     pub task: Task,
-    /// The prediction token as posted.
-    pub token: &'a str,
+    /// The prediction token's id ([`token_id`]), the one the pod's duplicate check, its
+    /// feedback log and the operator all know it by.
+    pub id: u64,
     /// What the token says (verified).
     pub claims: &'a Claims,
     /// The true label.

@@ -647,8 +647,8 @@ impl Proxy {
         {
             return refuse(e);
         }
-        // The verified token has a MAC, so it has an id; the pod knows it by the same id as
-        // its feedback log and the operator do.
+        // The verified token has a MAC, so it has an id: the pod's duplicate check, its feedback
+        // log and the operator all know the token by it.
         let Some(id) = feedback::token_id(&parsed.token) else {
             return refuse(feedback::FeedbackError::Malformed(
                 "prediction token without a signature".into(),
@@ -664,7 +664,7 @@ impl Proxy {
         }
         match self.recorder.feedback(Ok(feedback::Labelled {
             task: fb.task,
-            token: &parsed.token,
+            id,
             claims: &claims,
             label: &parsed.label,
         })) {

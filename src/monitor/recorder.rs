@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use serde_json::Value;
 
 use super::feedback::log::FeedbackRing;
-use super::feedback::{self, FeedbackError, Labelled};
+use super::feedback::{FeedbackError, Labelled};
 use super::payload::{self, FeatureKey, Observation, Unreadable};
 use super::report::{Counters, REPORT_VERSION, Report, StatusClasses};
 use crate::profile::{ProfiledColumn, ReferenceProfile};
@@ -338,14 +338,9 @@ impl Recorder {
                         return Err(e);
                     }
                 };
-                // A verified token always has a MAC; the claims' own unique pair stands in
-                // should it not.
-                let claims = labelled.claims;
-                let id = feedback::token_id(labelled.token)
-                    .unwrap_or(claims.nonce ^ (claims.time as u64).rotate_left(32));
                 s.feedback_log
                     .get_or_insert_with(FeedbackRing::default)
-                    .push(id, claims.time, &contribution);
+                    .push(labelled.id, labelled.claims.time, &contribution);
                 Ok(())
             }
             Err(e) => {
@@ -892,7 +887,7 @@ mod tests {
             let token = feedback::sign(&key, &claims);
             r.feedback(Ok(Labelled {
                 task: Task::Classification,
-                token: &token,
+                id: feedback::token_id(&token).unwrap(),
                 claims: &claims,
                 label: &json!(1),
             }))
@@ -909,7 +904,7 @@ mod tests {
         assert!(
             r.feedback(Ok(Labelled {
                 task: Task::Classification,
-                token: "t",
+                id: 9,
                 claims: &claims,
                 label: &json!(0.5),
             }))
