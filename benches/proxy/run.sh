@@ -35,6 +35,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=benches/proxy/common.sh
+. "$here/common.sh"
 
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
@@ -74,7 +76,6 @@ fi
 PROFILE="${PROFILE:-$repo/examples/models/fraud/profile.json}"
 DROVER_BIN="${DROVER_BIN:-$repo/target/release/drover}"
 
-log() { printf '%s\n' "$*" >&2; }
 
 # --- tools -------------------------------------------------------------------------------
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
@@ -94,19 +95,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 [ -x "$DROVER_BIN" ] || { log "no drover binary at $DROVER_BIN"; exit 1; }
 
-work="$(mktemp -d /tmp/drover-proxy-bench.XXXXXX)"
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+make_work drover-proxy-bench
 
 for port in "$UPSTREAM_PORT" "$MONITOR_PORT" "$ADMIN_PORT" "$NGINX_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -121,20 +110,6 @@ render() {
 }
 render "$here/upstream.conf.in" "$work/upstream.conf"
 render "$here/nginx-proxy.conf.in" "$work/nginx-proxy.conf"
-
-wait_for() { # url [post]
-    for _ in $(seq 1 100); do
-        if [ "${2:-}" = post ]; then
-            curl -fsS -o /dev/null -X POST -H 'content-type: application/json' \
-                -d '{"amount": 1}' "$1" 2>/dev/null && return 0
-        else
-            curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        fi
-        sleep 0.1
-    done
-    log "$1 did not come up"
-    exit 1
-}
 
 # --- servers -----------------------------------------------------------------------------
 taskset -c "$UPSTREAM_CORES" nginx -p "$work" -c "$work/upstream.conf" -e "$work/upstream-error.log" \
@@ -166,14 +141,6 @@ target_pids() {
     nginx) echo "$nginx_pid" $(pgrep -P "$nginx_pid" || true) ;;
     *) echo "" ;;
     esac
-}
-cpu_ticks() { # pids... -> utime+stime in clock ticks
-    local total=0 pid f
-    for pid in "$@"; do
-        f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
-        total=$((total + ${f% *} + ${f#* }))
-    done
-    echo "$total"
 }
 status_kib() { # pid field
     awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"

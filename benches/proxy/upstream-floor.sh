@@ -10,6 +10,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=benches/proxy/common.sh
+. "$here/common.sh"
 DROVER_BIN="${DROVER_BIN:-$repo/target/release/drover}"
 LOAD_CORE="${LOAD_CORE:-0}"
 PROXY_CORE="${PROXY_CORE:-1}"
@@ -19,36 +21,17 @@ ADMIN_PORT="${ADMIN_PORT:-29191}"
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-3}"
 
-work="$(mktemp -d /tmp/drover-upstream-floor.XXXXXX)"
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+make_work drover-upstream-floor
 cc -O2 -o "$work/floor-upstream" "$here/floor-upstream.c"
-[ -x "$DROVER_BIN" ] || { echo "no drover binary at $DROVER_BIN (cargo build --release)" >&2; exit 1; }
-
-up() { curl -fsS -o /dev/null "$1" 2>/dev/null; }
-wait_up() { for _ in $(seq 1 100); do up "$1" && return 0; sleep 0.1; done; echo "$1 did not come up" >&2; exit 1; }
-ticks() { # pids... -> utime+stime
-    local total=0 pid f
-    for pid in "$@"; do
-        f=$(cut -d' ' -f14,15 "/proc/$pid/stat")
-        total=$((total + ${f% *} + ${f#* }))
-    done
-    echo "$total"
-}
+[ -x "$DROVER_BIN" ] || { log "no drover binary at $DROVER_BIN (cargo build --release)"; exit 1; }
 # us of CPU per request of the processes given, under wrk (64 connections) on LOAD_CORE.
 measure() { # url pids...
     local url=$1 before after requests
     shift
     taskset -c "$LOAD_CORE" wrk -t1 -c64 -d1s -s "$here/post.lua" "$url" >/dev/null
-    before=$(ticks "$@")
+    before=$(cpu_ticks "$@")
     taskset -c "$LOAD_CORE" wrk -t1 -c64 -d"${DURATION}s" -s "$here/post.lua" "$url" >"$work/wrk.txt"
-    after=$(ticks "$@")
+    after=$(cpu_ticks "$@")
     requests=$(sed -n 's/^WRKSTATS requests=\([0-9]*\).*/\1/p' "$work/wrk.txt")
     python3 -c "import sys; print(f'{($after - $before) / $(getconf CLK_TCK) * 1e6 / $requests:.2f}')"
 }
@@ -59,25 +42,25 @@ sed -e "s#@PREFIX@#$work#g" -e "s#@UPSTREAM_PORT@#$PORT#g" -e "s#@UPSTREAM_WORKE
 floor=() nginx=() monitor=()
 for round in $(seq 1 "$ROUNDS"); do
     taskset -c "$PROXY_CORE" "$work/floor-upstream" "$PORT" & pid=$!; pids+=("$pid")
-    wait_up "http://127.0.0.1:$PORT/health"
+    wait_for "http://127.0.0.1:$PORT/health"
     floor+=("$(measure "http://127.0.0.1:$PORT/predict" "$pid")")
     stop "$pid"
 
     taskset -c "$PROXY_CORE" nginx -p "$work" -c "$work/upstream.conf" -e "$work/error.log" & pid=$!; pids+=("$pid")
-    wait_up "http://127.0.0.1:$PORT/health"
+    wait_for "http://127.0.0.1:$PORT/health"
     # shellcheck disable=SC2046
     nginx+=("$(measure "http://127.0.0.1:$PORT/predict" "$pid" $(pgrep -P "$pid"))")
     stop "$pid"
 
     taskset -c "$LOAD_CORE" "$work/floor-upstream" "$PORT" & upid=$!; pids+=("$upid")
-    wait_up "http://127.0.0.1:$PORT/health"
+    wait_for "http://127.0.0.1:$PORT/health"
     taskset -c "$PROXY_CORE" "$DROVER_BIN" --log-level warn monitor --listen "127.0.0.1:$MONITOR_PORT" \
         --admin-listen "127.0.0.1:$ADMIN_PORT" --upstream "127.0.0.1:$PORT" \
         --profile "$repo/examples/models/fraud/profile.json" --threads 1 >/dev/null 2>&1 & pid=$!; pids+=("$pid")
-    wait_up "http://127.0.0.1:$ADMIN_PORT/healthz"
+    wait_for "http://127.0.0.1:$ADMIN_PORT/healthz"
     monitor+=("$(measure "http://127.0.0.1:$MONITOR_PORT/predict" "$pid")")
     stop "$pid" "$upid"
-    echo "round $round: CPU us per request: floor upstream ${floor[-1]}, nginx upstream ${nginx[-1]}, drover monitor ${monitor[-1]}" >&2
+    log "round $round: CPU us per request: floor upstream ${floor[-1]}, nginx upstream ${nginx[-1]}, drover monitor ${monitor[-1]}"
 done
 python3 - "${floor[*]}" "${nginx[*]}" "${monitor[*]}" <<'PY'
 import statistics, sys
