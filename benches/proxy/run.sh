@@ -241,12 +241,16 @@ upstream_own_cores = upstream_own_cores == "1"
 # On cores of its own, each upstream worker has a core: its capacity is that many cores'.
 # Sharing the load side's core, one core's worth at most.
 upstream_scale = int(upstream_workers) if upstream_own_cores else 1
+def wrk_stats(stats):
+    """The figures of a WRKSTATS line (post.lua), with req/s."""
+    kv = {k: float(v) for k, v in (p.split("=") for p in stats.split()[1:])}
+    kv["rps"] = kv["requests"] / (kv["duration_us"] / 1e6)
+    return kv
+
 runs = {}
 for line in open(path):
     rnd, target, ticks, rss, stats = line.rstrip("\n").split("\t")
-    kv = dict(p.split("=") for p in stats.split()[1:])
-    kv = {k: float(v) for k, v in kv.items()}
-    kv["rps"] = kv["requests"] / (kv["duration_us"] / 1e6)
+    kv = wrk_stats(stats)
     kv["errors"] = sum(kv[k] for k in ("connect", "read", "write", "status", "timeout"))
     kv["cpu_us_per_req"] = int(ticks) / hz * 1e6 / kv["requests"]
     # Share of the proxy's core it used: near 100 % means the proxy, not the load side, set
@@ -335,8 +339,7 @@ if not load_headroom:
 paced = {}
 for line in open(paced_path):
     rnd, target, stats = line.rstrip("\n").split("\t")
-    kv = {k: float(v) for k, v in (p.split("=") for p in stats.split()[1:])}
-    kv["rps"] = kv["requests"] / (kv["duration_us"] / 1e6)
+    kv = wrk_stats(stats)
     paced.setdefault(target, []).append(kv)
 if paced:
     def pm(t, k):
@@ -361,8 +364,7 @@ if paced:
 side = {}
 for line in open(side_path):
     rnd, target, ticks, stats = line.rstrip("\n").split("\t")
-    kv = {k: float(v) for k, v in (p.split("=") for p in stats.split()[1:])}
-    kv["rps"] = kv["requests"] / (kv["duration_us"] / 1e6)
+    kv = wrk_stats(stats)
     kv["cpu_us_per_req"] = int(ticks) / hz * 1e6 / kv["requests"] if kv["requests"] else 0.0
     side.setdefault(target, []).append(kv)
 if side:
